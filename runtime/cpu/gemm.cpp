@@ -1,0 +1,117 @@
+// cpu/gemm.cpp: GEMM through CBLAS (OpenBLAS) when built with it, else Eigen; and the batched
+// matmul kernel. A matrix operand may be stored row-major or transposed (a transpose view),
+// so transposes never copy.
+#include "runtime/cpu/gemm.h"
+
+#include <Eigen/Core>
+
+#include "runtime/cpu/common.h"
+
+#ifdef LOOM_USE_CBLAS
+#include <cblas.h>
+#endif
+
+namespace loom::runtime::cpu {
+
+namespace {
+template <class T>
+void eigen_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+                int64_t ldb, T beta, T* C, int64_t ldc) {
+  using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using ColMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
+  using Stride = Eigen::OuterStride<>;
+  Eigen::Map<RowMat, 0, Stride> c(C, M, N, Stride(ldc));
+  auto run = [&](const auto& a, const auto& b) {
+    if (beta == T(0)) c.noalias() = alpha * (a * b);
+    else c = beta * c + alpha * (a * b);
+  };
+  // A stored row-major [M, K] (or [K, M] when transposed: then it is a column-major [M, K]).
+  if (!ta && !tb) run(Eigen::Map<const RowMat, 0, Stride>(A, M, K, Stride(lda)),
+                      Eigen::Map<const RowMat, 0, Stride>(B, K, N, Stride(ldb)));
+  else if (ta && !tb) run(Eigen::Map<const ColMat, 0, Stride>(A, M, K, Stride(lda)),
+                          Eigen::Map<const RowMat, 0, Stride>(B, K, N, Stride(ldb)));
+  else if (!ta && tb) run(Eigen::Map<const RowMat, 0, Stride>(A, M, K, Stride(lda)),
+                          Eigen::Map<const ColMat, 0, Stride>(B, K, N, Stride(ldb)));
+  else run(Eigen::Map<const ColMat, 0, Stride>(A, M, K, Stride(lda)),
+           Eigen::Map<const ColMat, 0, Stride>(B, K, N, Stride(ldb)));
+}
+}  // namespace
+
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+          const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+#ifdef LOOM_USE_CBLAS
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(M), int(N), int(K),
+              alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+#else
+  eigen_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+#endif
+}
+
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
+          const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
+#ifdef LOOM_USE_CBLAS
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(M), int(N), int(K),
+              alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+#else
+  eigen_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+#endif
+}
+
+const char* gemm_library() {
+#ifdef LOOM_USE_CBLAS
+  return "openblas";
+#else
+  return "eigen";
+#endif
+}
+
+namespace {
+
+// How a [M, K] matrix operand is stored: row-major (unit column stride) or transposed.
+struct MatrixLayout {
+  bool trans;
+  int64_t ld;
+};
+MatrixLayout layout_of(const Tensor& t, const char* which) {
+  int64_t rs = t.stride(1), cs = t.stride(2);
+  int64_t rows = t.size(1), cols = t.size(2);
+  if (cs == 1 || cols == 1) return {false, std::max<int64_t>(rs, std::max<int64_t>(cols, 1))};
+  if (rs == 1 || rows == 1) return {true, std::max<int64_t>(cs, std::max<int64_t>(rows, 1))};
+  throw std::logic_error(std::string("matmul: operand ") + which + " needs a unit stride in its last two dims");
+}
+
+void k_matmul(const KernelArgs& args) {
+  const Tensor& a = args.in[0];
+  const Tensor& b = args.in[1];
+  Tensor& c = args.out[0];
+  int64_t batch = c.size(0), M = c.size(1), N = c.size(2), K = a.size(2);
+  MatrixLayout la = layout_of(a, "a"), lb = layout_of(b, "b");
+  int64_t sa = a.size(0) == 1 ? 0 : a.stride(0), sb = b.size(0) == 1 ? 0 : b.stride(0);
+  visit_float(Op::matmul, c.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* pa = static_cast<const T*>(a.raw_data());
+    const T* pb = static_cast<const T*>(b.raw_data());
+    T* pc = static_cast<T*>(c.raw_data());
+    if (K == 0) {
+      std::fill(pc, pc + c.numel(), T(0));
+      return;
+    }
+    auto one = [&](int64_t i) {
+      gemm(la.trans, lb.trans, M, N, K, T(1), pa + i * sa, la.ld, pb + i * sb, lb.ld, T(0), pc + i * M * N, N);
+    };
+    // Many small products: one per thread. Few large ones: let the GEMM library thread.
+    if (batch > 1 && M * N * K < (int64_t(1) << 21)) {
+      parallel_for(batch, 1, [&](int64_t s, int64_t e) {
+        for (int64_t i = s; i < e; ++i) one(i);
+      });
+    } else {
+      for (int64_t i = 0; i < batch; ++i) one(i);
+    }
+  });
+}
+
+}  // namespace
+
+void register_gemm_kernels(KernelTable& t) { t.fn[size_t(Op::matmul)] = k_matmul; }
+
+}  // namespace loom::runtime::cpu

@@ -1,0 +1,16 @@
+// cpu/gemm.h: the single CPU GEMM entry point. Which library runs it (OpenBLAS through CBLAS,
+// or Eigen) is decided at build time in one place (cpu/gemm.cpp); bench/ measures both.
+#pragma once
+#include <cstdint>
+
+namespace loom::runtime::cpu {
+
+// C[M, N] = alpha * op(A) op(B) + beta * C, row-major, op = transpose when trans_* is set.
+// lda/ldb/ldc are row strides of the stored matrices.
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+          const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
+          int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc);
+const char* gemm_library();
+
+}  // namespace loom::runtime::cpu

@@ -1,0 +1,469 @@
+// cpu/nn.cpp: row-wise neural-network kernels: softmax and log-softmax, fused cross-entropy,
+// embedding, LayerNorm, RMSNorm, rotary embedding and dropout, each beside its backward.
+// Row statistics accumulate in double; parameter-gradient reductions over rows use a fixed
+// number of row chunks, so results are identical for any thread count.
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "runtime/cpu/common.h"
+#include "runtime/rng.h"
+
+namespace loom::runtime::cpu {
+namespace {
+
+int64_t rows_of(const Tensor& t) { return t.numel() / std::max<int64_t>(t.size(-1), 1); }
+
+// ---- softmax / log-softmax over the last dim -------------------------------------------------
+template <bool kLog> void k_softmax(const KernelArgs& a) {
+  const Tensor& x = a.in[0];
+  require_contiguous(x, Op::softmax_last, "input");
+  int64_t n = x.size(-1), rows = rows_of(x);
+  visit_float(Op::softmax_last, x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* px = static_cast<const T*>(x.raw_data());
+    T* py = static_cast<T*>(a.out[0].raw_data());
+    parallel_for(rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(n, 1)), [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        const T* xr = px + r * n;
+        T* yr = py + r * n;
+        T m = -std::numeric_limits<T>::infinity();
+        for (int64_t j = 0; j < n; ++j) m = std::max(m, xr[j]);
+        if (m == -std::numeric_limits<T>::infinity()) m = 0;  // all -inf: avoid inf - inf
+        double s = 0;
+        for (int64_t j = 0; j < n; ++j) {
+          T ex = std::exp(xr[j] - m);
+          if constexpr (!kLog) yr[j] = ex;
+          s += double(ex);
+        }
+        if constexpr (kLog) {
+          T lse = m + T(std::log(s));
+          for (int64_t j = 0; j < n; ++j) yr[j] = xr[j] - lse;
+        } else {
+          T inv = T(1.0 / s);
+          for (int64_t j = 0; j < n; ++j) yr[j] *= inv;
+        }
+      }
+    });
+  });
+}
+
+// softmax: gx = y * (gy - sum(gy * y));  log-softmax: gx = gy - exp(y) * sum(gy)
+template <bool kLog> void k_softmax_backward(const KernelArgs& a) {
+  const Tensor& y = a.in[0];
+  const Tensor& gy = a.in[1];
+  require_contiguous(y, Op::softmax_backward_last, "y");
+  require_contiguous(gy, Op::softmax_backward_last, "gy");
+  int64_t n = y.size(-1), rows = rows_of(y);
+  visit_float(Op::softmax_backward_last, y.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* py = static_cast<const T*>(y.raw_data());
+    const T* pg = static_cast<const T*>(gy.raw_data());
+    T* px = static_cast<T*>(a.out[0].raw_data());
+    parallel_for(rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(n, 1)), [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        const T* yr = py + r * n;
+        const T* gr = pg + r * n;
+        T* xr = px + r * n;
+        double s = 0;
+        if constexpr (kLog) {
+          for (int64_t j = 0; j < n; ++j) s += double(gr[j]);
+          for (int64_t j = 0; j < n; ++j) xr[j] = gr[j] - std::exp(yr[j]) * T(s);
+        } else {
+          for (int64_t j = 0; j < n; ++j) s += double(gr[j]) * double(yr[j]);
+          for (int64_t j = 0; j < n; ++j) xr[j] = yr[j] * (gr[j] - T(s));
+        }
+      }
+    });
+  });
+}
+
+// ---- cross-entropy fused with log-softmax ----------------------------------------------------
+// loss_i = (1 - eps) (lse_i - x_i,t) + eps (lse_i - mean_j x_ij); ignored rows give 0.
+void k_cross_entropy(const KernelArgs& a) {
+  const Tensor& logits = a.in[0];
+  const Tensor& target = a.in[1];
+  require_contiguous(logits, Op::cross_entropy, "logits");
+  require_contiguous(target, Op::cross_entropy, "target");
+  int64_t V = logits.size(-1), N = rows_of(logits);
+  double eps = a.attrs.label_smoothing;
+  int64_t ignore = a.attrs.ignore_index;
+  const int64_t* pt = target.data<int64_t>();
+  for (int64_t r = 0; r < N; ++r)  // validate before the parallel region (no throwing inside it)
+    if (pt[r] != ignore && (pt[r] < 0 || pt[r] >= V))
+      throw std::invalid_argument("cross_entropy: target " + std::to_string(pt[r]) + " at row " + std::to_string(r) +
+                                  " is outside [0, " + std::to_string(V) + ")");
+  visit_float(Op::cross_entropy, logits.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* px = static_cast<const T*>(logits.raw_data());
+    T* ploss = static_cast<T*>(a.out[0].raw_data());
+    T* plse = static_cast<T*>(a.out[1].raw_data());
+    parallel_for(N, std::max<int64_t>(1, 2048 / std::max<int64_t>(V, 1)), [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        const T* xr = px + r * V;
+        T m = xr[0];
+        for (int64_t j = 1; j < V; ++j) m = std::max(m, xr[j]);
+        double s = 0, sx = 0;
+        for (int64_t j = 0; j < V; ++j) {
+          s += double(std::exp(xr[j] - m));
+          sx += double(xr[j]);
+        }
+        double lse = double(m) + std::log(s);
+        plse[r] = T(lse);
+        int64_t t = pt[r];
+        if (t == ignore) {
+          ploss[r] = T(0);
+          continue;
+        }
+        ploss[r] = T((1 - eps) * (lse - double(xr[t])) + eps * (lse - sx / double(V)));
+      }
+    });
+  });
+}
+
+// glogits_ij = gloss_i (softmax_ij - (1 - eps) [j == t_i] - eps / V)
+void k_cross_entropy_backward(const KernelArgs& a) {
+  const Tensor& logits = a.in[0];
+  const Tensor& target = a.in[1];
+  const Tensor& lse = a.in[2];
+  const Tensor& gloss = a.in[3];
+  int64_t V = logits.size(-1), N = rows_of(logits);
+  double eps = a.attrs.label_smoothing;
+  int64_t ignore = a.attrs.ignore_index;
+  const int64_t* pt = target.data<int64_t>();
+  visit_float(Op::cross_entropy_backward, logits.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* px = static_cast<const T*>(logits.raw_data());
+    const T* pl = static_cast<const T*>(lse.raw_data());
+    const T* pg = static_cast<const T*>(gloss.raw_data());
+    T* po = static_cast<T*>(a.out[0].raw_data());
+    parallel_for(N, std::max<int64_t>(1, 2048 / std::max<int64_t>(V, 1)), [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        T* orow = po + r * V;
+        int64_t t = pt[r];
+        if (t == ignore) {
+          std::fill(orow, orow + V, T(0));
+          continue;
+        }
+        const T* xr = px + r * V;
+        T g = pg[r], l = pl[r], smooth = T(eps / double(V));
+        for (int64_t j = 0; j < V; ++j) orow[j] = g * (std::exp(xr[j] - l) - smooth);
+        orow[t] -= g * T(1 - eps);
+      }
+    });
+  });
+}
+
+// ---- embedding -------------------------------------------------------------------------------
+void check_ids(const int64_t* ids, int64_t n, int64_t V, const char* op) {
+  for (int64_t i = 0; i < n; ++i)
+    if (ids[i] < 0 || ids[i] >= V)
+      throw std::invalid_argument(std::string(op) + ": token id " + std::to_string(ids[i]) + " at position " +
+                                  std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(V) + ")");
+}
+
+void k_embedding(const KernelArgs& a) {
+  const Tensor& w = a.in[0];
+  const Tensor& ids = a.in[1];
+  require_contiguous(w, Op::embedding, "weight");
+  int64_t V = w.size(0), C = w.size(1), N = ids.numel();
+  const int64_t* pi = ids.data<int64_t>();
+  check_ids(pi, N, V, "embedding");
+  visit_float(Op::embedding, w.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* pw = static_cast<const T*>(w.raw_data());
+    T* po = static_cast<T*>(a.out[0].raw_data());
+    parallel_for(N, std::max<int64_t>(1, 4096 / std::max<int64_t>(C, 1)), [&](int64_t b, int64_t e) {
+      for (int64_t n = b; n < e; ++n) std::copy(pw + pi[n] * C, pw + (pi[n] + 1) * C, po + n * C);
+    });
+  });
+}
+
+// Rows with equal ids collide, so threads split the channel axis instead of the tokens.
+void k_embedding_backward(const KernelArgs& a) {
+  const Tensor& ids = a.in[0];
+  const Tensor& g = a.in[1];
+  Tensor& gw = a.out[0];
+  int64_t V = gw.size(0), C = gw.size(1), N = ids.numel();
+  const int64_t* pi = ids.data<int64_t>();
+  check_ids(pi, N, V, "embedding_backward");
+  visit_float(Op::embedding_backward, gw.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* pg = static_cast<const T*>(g.raw_data());
+    T* po = static_cast<T*>(gw.raw_data());
+    std::fill(po, po + V * C, T(0));
+    parallel_for(C, 16, [&](int64_t c0, int64_t c1) {
+      for (int64_t n = 0; n < N; ++n) {
+        T* dst = po + pi[n] * C;
+        const T* src = pg + n * C;
+        for (int64_t c = c0; c < c1; ++c) dst[c] += src[c];
+      }
+    });
+  });
+}
+
+// ---- parameter-gradient reduction over rows in fixed chunks ----------------------------------
+constexpr int64_t kRowChunks = 32;
+template <class T, class F>
+void reduce_rows_fixed(int64_t rows, int64_t C, int nsums, std::vector<double>& result, F per_row) {
+  int64_t chunks = std::min<int64_t>(kRowChunks, std::max<int64_t>(rows, 1));
+  std::vector<double> partial(size_t(chunks * nsums * C), 0.0);
+  parallel_for(chunks, 1, [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) {
+      double* acc = partial.data() + k * nsums * C;
+      for (int64_t r = rows * k / chunks; r < rows * (k + 1) / chunks; ++r) per_row(r, acc);
+    }
+  });
+  result.assign(size_t(nsums * C), 0.0);
+  for (int64_t k = 0; k < chunks; ++k)
+    for (int64_t j = 0; j < nsums * C; ++j) result[size_t(j)] += partial[size_t(k * nsums * C + j)];
+}
+
+// ---- LayerNorm: y = (x - mean) * rstd * w + b -------------------------------------------------
+void k_layer_norm(const KernelArgs& a) {
+  const Tensor& x = a.in[0];
+  const Tensor& w = a.in[1];
+  const Tensor& bias = a.in[2];
+  require_contiguous(x, Op::layer_norm, "x");
+  int64_t C = x.size(-1), R = rows_of(x);
+  double eps = a.attrs.eps;
+  visit_float(Op::layer_norm, x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* px = static_cast<const T*>(x.raw_data());
+    const T* pw = w.defined() ? static_cast<const T*>(w.raw_data()) : nullptr;
+    const T* pb = bias.defined() ? static_cast<const T*>(bias.raw_data()) : nullptr;
+    T* py = static_cast<T*>(a.out[0].raw_data());
+    T* pm = static_cast<T*>(a.out[1].raw_data());
+    T* pr = static_cast<T*>(a.out[2].raw_data());
+    parallel_for(R, std::max<int64_t>(1, 4096 / std::max<int64_t>(C, 1)), [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        const T* xr = px + r * C;
+        double s = 0;
+        for (int64_t c = 0; c < C; ++c) s += double(xr[c]);
+        double mean = s / double(C), v = 0;
+        for (int64_t c = 0; c < C; ++c) v += (double(xr[c]) - mean) * (double(xr[c]) - mean);
+        double rstd = 1.0 / std::sqrt(v / double(C) + eps);
+        pm[r] = T(mean);
+        pr[r] = T(rstd);
+        T* yr = py + r * C;
+        for (int64_t c = 0; c < C; ++c) {
+          T h = (xr[c] - T(mean)) * T(rstd);
+          yr[c] = (pw ? h * pw[c] : h) + (pb ? pb[c] : T(0));
+        }
+      }
+    });
+  });
+}
+
+// gx = rstd (g - mean(g) - xhat mean(g xhat)), g = gy w;  gw = sum gy xhat;  gb = sum gy
+void k_layer_norm_backward(const KernelArgs& a) {
+  const Tensor& x = a.in[0];
+  const Tensor& w = a.in[1];
+  const Tensor& mean = a.in[2];
+  const Tensor& rstd = a.in[3];
+  const Tensor& gy = a.in[4];
+  int64_t C = x.size(-1), R = rows_of(x);
+  visit_float(Op::layer_norm_backward, x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* px = static_cast<const T*>(x.raw_data());
+    const T* pw = w.defined() ? static_cast<const T*>(w.raw_data()) : nullptr;
+    const T* pm = static_cast<const T*>(mean.raw_data());
+    const T* pr = static_cast<const T*>(rstd.raw_data());
+    const T* pg = static_cast<const T*>(gy.raw_data());
+    T* pgx = static_cast<T*>(a.out[0].raw_data());
+    parallel_for(R, std::max<int64_t>(1, 2048 / std::max<int64_t>(C, 1)), [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        const T* xr = px + r * C;
+        const T* gr = pg + r * C;
+        double sg = 0, sgx = 0;
+        for (int64_t c = 0; c < C; ++c) {
+          double g = double(gr[c]) * (pw ? double(pw[c]) : 1.0);
+          double xh = (double(xr[c]) - double(pm[r])) * double(pr[r]);
+          sg += g;
+          sgx += g * xh;
+        }
+        sg /= double(C);
+        sgx /= double(C);
+        T* out = pgx + r * C;
+        for (int64_t c = 0; c < C; ++c) {
+          double g = double(gr[c]) * (pw ? double(pw[c]) : 1.0);
+          double xh = (double(xr[c]) - double(pm[r])) * double(pr[r]);
+          out[c] = T(double(pr[r]) * (g - sg - xh * sgx));
+        }
+      }
+    });
+    bool want_w = a.out.size() > 1 && a.out[1].defined(), want_b = a.out.size() > 2 && a.out[2].defined();
+    if (!want_w && !want_b) return;
+    std::vector<double> sums;
+    reduce_rows_fixed<T>(R, C, 2, sums, [&](int64_t r, double* acc) {
+      const T* xr = px + r * C;
+      const T* gr = pg + r * C;
+      for (int64_t c = 0; c < C; ++c) {
+        acc[c] += double(gr[c]) * (double(xr[c]) - double(pm[r])) * double(pr[r]);
+        acc[C + c] += double(gr[c]);
+      }
+    });
+    if (want_w) {
+      T* gw = static_cast<T*>(a.out[1].raw_data());
+      for (int64_t c = 0; c < C; ++c) gw[c] = T(sums[size_t(c)]);
+    }
+    if (want_b) {
+      T* gb = static_cast<T*>(a.out[2].raw_data());
+      for (int64_t c = 0; c < C; ++c) gb[c] = T(sums[size_t(C + c)]);
+    }
+  });
+}
+
+// ---- RMSNorm: y = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps) (Zhang & Sennrich, 2019) ----
+void k_rms_norm(const KernelArgs& a) {
+  const Tensor& x = a.in[0];
+  const Tensor& w = a.in[1];
+  require_contiguous(x, Op::rms_norm, "x");
+  int64_t C = x.size(-1), R = rows_of(x);
+  double eps = a.attrs.eps;
+  visit_float(Op::rms_norm, x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* px = static_cast<const T*>(x.raw_data());
+    const T* pw = w.defined() ? static_cast<const T*>(w.raw_data()) : nullptr;
+    T* py = static_cast<T*>(a.out[0].raw_data());
+    T* pr = static_cast<T*>(a.out[1].raw_data());
+    parallel_for(R, std::max<int64_t>(1, 4096 / std::max<int64_t>(C, 1)), [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        const T* xr = px + r * C;
+        double ss = 0;
+        for (int64_t c = 0; c < C; ++c) ss += double(xr[c]) * double(xr[c]);
+        T rstd = T(1.0 / std::sqrt(ss / double(C) + eps));
+        pr[r] = rstd;
+        T* yr = py + r * C;
+        for (int64_t c = 0; c < C; ++c) yr[c] = pw ? pw[c] * (xr[c] * rstd) : xr[c] * rstd;
+      }
+    });
+  });
+}
+
+// gx = rstd (g - xhat mean(g xhat)), g = gy w, xhat = x rstd;  gw = sum gy xhat
+void k_rms_norm_backward(const KernelArgs& a) {
+  const Tensor& x = a.in[0];
+  const Tensor& w = a.in[1];
+  const Tensor& rstd = a.in[2];
+  const Tensor& gy = a.in[3];
+  int64_t C = x.size(-1), R = rows_of(x);
+  visit_float(Op::rms_norm_backward, x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* px = static_cast<const T*>(x.raw_data());
+    const T* pw = w.defined() ? static_cast<const T*>(w.raw_data()) : nullptr;
+    const T* pr = static_cast<const T*>(rstd.raw_data());
+    const T* pg = static_cast<const T*>(gy.raw_data());
+    T* pgx = static_cast<T*>(a.out[0].raw_data());
+    parallel_for(R, std::max<int64_t>(1, 2048 / std::max<int64_t>(C, 1)), [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        const T* xr = px + r * C;
+        const T* gr = pg + r * C;
+        double rs = double(pr[r]), sgx = 0;
+        for (int64_t c = 0; c < C; ++c) sgx += double(gr[c]) * (pw ? double(pw[c]) : 1.0) * double(xr[c]) * rs;
+        sgx /= double(C);
+        T* out = pgx + r * C;
+        for (int64_t c = 0; c < C; ++c) {
+          double g = double(gr[c]) * (pw ? double(pw[c]) : 1.0);
+          out[c] = T(rs * (g - double(xr[c]) * rs * sgx));
+        }
+      }
+    });
+    if (a.out.size() < 2 || !a.out[1].defined()) return;
+    std::vector<double> sums;
+    reduce_rows_fixed<T>(R, C, 1, sums, [&](int64_t r, double* acc) {
+      const T* xr = px + r * C;
+      const T* gr = pg + r * C;
+      double rs = double(pr[r]);
+      for (int64_t c = 0; c < C; ++c) acc[c] += double(gr[c]) * double(xr[c]) * rs;
+    });
+    T* gw = static_cast<T*>(a.out[1].raw_data());
+    for (int64_t c = 0; c < C; ++c) gw[c] = T(sums[size_t(c)]);
+  });
+}
+
+// ---- rotary embedding, Hugging Face rotate-half convention (Su et al., RoFormer) -------------
+// y[i] = x[i] cos(p w_i) - x[i + D/2] sin(p w_i);  y[i + D/2] = x[i + D/2] cos + x[i] sin,
+// w_i = theta^(-2i/D). The backward is the same rotation by -angle (attrs.inverse).
+void k_rope(const KernelArgs& a) {
+  const Tensor& x = a.in[0];
+  const Tensor& pos = a.in[1];
+  require_contiguous(x, Op::rope, "x");
+  require_contiguous(pos, Op::rope, "positions");
+  int64_t B = x.size(0), T_ = x.size(1), H = x.size(2), D = x.size(3), half = D / 2;
+  double theta = a.attrs.alpha, sign = a.attrs.inverse ? -1.0 : 1.0;
+  const int64_t* pp = pos.data<int64_t>();
+  std::vector<double> inv_freq(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i) inv_freq[size_t(i)] = 1.0 / std::pow(theta, double(2 * i) / double(D));
+  visit_float(Op::rope, x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* px = static_cast<const T*>(x.raw_data());
+    T* py = static_cast<T*>(a.out[0].raw_data());
+    parallel_for(B * T_, 4, [&](int64_t b, int64_t e) {
+      std::vector<T> cs(static_cast<size_t>(half)), sn(static_cast<size_t>(half));
+      for (int64_t bt = b; bt < e; ++bt) {
+        double p = double(pp[bt]);
+        for (int64_t i = 0; i < half; ++i) {
+          double ang = p * inv_freq[size_t(i)];
+          cs[size_t(i)] = T(std::cos(ang));
+          sn[size_t(i)] = T(sign * std::sin(ang));
+        }
+        for (int64_t h = 0; h < H; ++h) {
+          const T* xr = px + (bt * H + h) * D;
+          T* yr = py + (bt * H + h) * D;
+          for (int64_t i = 0; i < half; ++i) {
+            T x1 = xr[i], x2 = xr[i + half];
+            yr[i] = x1 * cs[size_t(i)] - x2 * sn[size_t(i)];
+            yr[i + half] = x2 * cs[size_t(i)] + x1 * sn[size_t(i)];
+          }
+          if (D % 2) yr[D - 1] = xr[D - 1];
+        }
+      }
+    });
+  });
+}
+
+// ---- dropout: keep element i iff uniform(seed, offset + i) > p; y = x keep / (1 - p) ----------
+void k_dropout(const KernelArgs& a) {
+  const Tensor& x = a.in[0];
+  require_contiguous(x, Op::dropout, "x");
+  double p = a.attrs.p;
+  uint64_t seed = a.attrs.seed, offset = a.attrs.offset;
+  uint8_t* pm = a.out[1].data<uint8_t>();
+  visit_float(Op::dropout, x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* px = static_cast<const T*>(x.raw_data());
+    T* py = static_cast<T*>(a.out[0].raw_data());
+    T scale = T(1.0 / (1.0 - p));
+    parallel_for(x.numel(), 4096, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        auto w = philox4x32(seed, offset + uint64_t(i), 0);
+        bool keep = double(uniform_float(w[0])) > p;
+        pm[i] = keep;
+        py[i] = keep ? px[i] * scale : T(0);
+      }
+    });
+  });
+}
+
+}  // namespace
+
+void register_nn_kernels(KernelTable& t) {
+  auto set = [&](Op op, KernelFn f) { t.fn[size_t(op)] = f; };
+  set(Op::softmax_last, k_softmax<false>);
+  set(Op::log_softmax_last, k_softmax<true>);
+  set(Op::softmax_backward_last, k_softmax_backward<false>);
+  set(Op::log_softmax_backward_last, k_softmax_backward<true>);
+  set(Op::cross_entropy, k_cross_entropy);
+  set(Op::cross_entropy_backward, k_cross_entropy_backward);
+  set(Op::embedding, k_embedding);
+  set(Op::embedding_backward, k_embedding_backward);
+  set(Op::layer_norm, k_layer_norm);
+  set(Op::layer_norm_backward, k_layer_norm_backward);
+  set(Op::rms_norm, k_rms_norm);
+  set(Op::rms_norm_backward, k_rms_norm_backward);
+  set(Op::rope, k_rope);
+  set(Op::dropout, k_dropout);
+}
+
+}  // namespace loom::runtime::cpu

@@ -1,0 +1,104 @@
+// cpu/reduce.cpp: sum and max over the middle axis of an [O, N, I] view. Sums accumulate in
+// double and in a fixed order, so results do not depend on the thread count.
+#include <cmath>
+#include <limits>
+
+#include "runtime/cpu/common.h"
+
+namespace loom::runtime::cpu {
+namespace {
+
+struct OniShape {
+  int64_t o, n, i;
+};
+OniShape oni(const Tensor& x) {
+  if (x.dim() != 3) throw std::logic_error("reduction kernels take an [O, N, I] view");
+  return {x.size(0), x.size(1), x.size(2)};
+}
+
+void k_sum_dim(const KernelArgs& a) {
+  const Tensor& x = a.in[0];
+  require_contiguous(x, Op::sum_dim, "input");
+  OniShape s = oni(x);
+  visit_any(Op::sum_dim, x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    if constexpr (std::is_same_v<T, bf16> || std::is_same_v<T, f16>) {
+      bad_dtype(Op::sum_dim, x.dtype());
+    } else {
+      const T* px = static_cast<const T*>(x.raw_data());
+      T* po = static_cast<T*>(a.out[0].raw_data());
+      if (s.i == 1) {  // reduce contiguous rows
+        parallel_for(s.o, std::max<int64_t>(1, 8192 / std::max<int64_t>(s.n, 1)), [&](int64_t b, int64_t e) {
+          for (int64_t r = b; r < e; ++r) {
+            const T* row = px + r * s.n;
+            double acc[4] = {0, 0, 0, 0};
+            int64_t j = 0;
+            for (; j + 4 <= s.n; j += 4)
+              for (int u = 0; u < 4; ++u) acc[u] += double(row[j + u]);
+            for (; j < s.n; ++j) acc[0] += double(row[j]);
+            po[r] = T((acc[0] + acc[1]) + (acc[2] + acc[3]));
+          }
+        });
+        return;
+      }
+      // Reduce the middle axis: columns of I run in parallel, rows accumulate in order.
+      parallel_for(s.o * s.i, 256, [&](int64_t b, int64_t e) {
+        for (int64_t oi = b; oi < e;) {
+          int64_t o = oi / s.i, i0 = oi % s.i;
+          int64_t i1 = std::min(s.i, i0 + (e - oi));
+          std::vector<double> acc(size_t(i1 - i0), 0.0);
+          for (int64_t n = 0; n < s.n; ++n) {
+            const T* row = px + (o * s.n + n) * s.i;
+            for (int64_t i = i0; i < i1; ++i) acc[size_t(i - i0)] += double(row[i]);
+          }
+          for (int64_t i = i0; i < i1; ++i) po[o * s.i + i] = T(acc[size_t(i - i0)]);
+          oi += i1 - i0;
+        }
+      });
+    }
+  });
+}
+
+void k_max_dim(const KernelArgs& a) {
+  const Tensor& x = a.in[0];
+  require_contiguous(x, Op::max_dim, "input");
+  OniShape s = oni(x);
+  if (s.n == 0) throw std::invalid_argument("max: reduction over an empty dimension");
+  visit_any(Op::max_dim, x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    if constexpr (std::is_same_v<T, bf16> || std::is_same_v<T, f16>) {
+      bad_dtype(Op::max_dim, x.dtype());
+    } else {
+      const T* px = static_cast<const T*>(x.raw_data());
+      T* pv = static_cast<T*>(a.out[0].raw_data());
+      int64_t* pi = a.out[1].defined() ? a.out[1].data<int64_t>() : nullptr;
+      parallel_for(s.o * s.i, 64, [&](int64_t b, int64_t e) {
+        for (int64_t oi = b; oi < e; ++oi) {
+          int64_t o = oi / s.i, i = oi % s.i;
+          const T* base = px + o * s.n * s.i + i;
+          T best = base[0];
+          int64_t arg = 0;
+          for (int64_t n = 1; n < s.n; ++n) {
+            T v = base[n * s.i];
+            // NaN propagates (like PyTorch): the first NaN wins.
+            if (v > best || (v != v && best == best)) {
+              best = v;
+              arg = n;
+            }
+          }
+          pv[oi] = best;
+          if (pi) pi[oi] = arg;
+        }
+      });
+    }
+  });
+}
+
+}  // namespace
+
+void register_reduce_kernels(KernelTable& t) {
+  t.fn[size_t(Op::sum_dim)] = k_sum_dim;
+  t.fn[size_t(Op::max_dim)] = k_max_dim;
+}
+
+}  // namespace loom::runtime::cpu

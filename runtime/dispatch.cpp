@@ -1,0 +1,91 @@
+// dispatch.cpp: picks the kernel table by device, runs half-precision tensors through f32
+// kernels, and runs ops a device does not implement on host copies.
+#include <atomic>
+#include <stdexcept>
+#include <string>
+
+#include "runtime/kernels.h"
+
+namespace loom::runtime {
+
+namespace {
+const char* const kOpNames[] = {
+#define LOOM_OP(name, doc) #name,
+#include "runtime/ops.def"
+#undef LOOM_OP
+};
+std::atomic<int64_t> g_fallbacks[kNumOps];
+
+KernelTable make_cpu_table() {
+  KernelTable t;
+  register_cpu_kernels(t);
+  return t;
+}
+
+KernelTable make_cuda_table() {
+  KernelTable t;
+#ifdef LOOM_WITH_CUDA
+  register_cuda_backend(t);
+#endif
+  return t;
+}
+
+bool is_memory_op(Op op) { return op == Op::copy || op == Op::fill; }
+
+// Half-precision storage, f32 arithmetic: widen inputs, run, narrow outputs.
+void dispatch_widened(Op op, std::span<const Tensor> in, std::span<Tensor> out, const OpAttrs& attrs) {
+  std::vector<Tensor> win, wout;
+  for (const Tensor& t : in) win.push_back(t.defined() && is_half(t.dtype()) ? t.to(DType::f32) : t);
+  for (const Tensor& t : out)
+    wout.push_back(t.defined() && is_half(t.dtype()) ? Tensor::empty(t.shape(), DType::f32, t.device()) : t);
+  dispatch(op, win, wout, attrs);
+  for (size_t i = 0; i < out.size(); ++i)
+    if (out[i].defined() && is_half(out[i].dtype())) dispatch(Op::copy, {wout[i]}, {out[i]});
+}
+
+}  // namespace
+
+void dispatch_on_host(Op op, std::span<const Tensor> in, std::span<Tensor> out, const OpAttrs& attrs) {
+  g_fallbacks[int(op)].fetch_add(1);
+  std::vector<Tensor> hin, hout;
+  for (const Tensor& t : in) hin.push_back(t.defined() ? t.to(Device::cpu()) : t);
+  for (const Tensor& t : out) hout.push_back(t.defined() ? t.to(Device::cpu()) : t);
+  kernel_table(DeviceType::cpu).fn[size_t(op)](KernelArgs{hin, hout, attrs});
+  for (size_t i = 0; i < out.size(); ++i)
+    if (out[i].defined()) out[i].copy_(hout[i]);
+}
+
+const char* op_name(Op op) { return kOpNames[int(op)]; }
+
+KernelTable& kernel_table(DeviceType type) {
+  static KernelTable cpu = make_cpu_table();
+  static KernelTable cuda = make_cuda_table();  // empty when built without CUDA
+  return type == DeviceType::cpu ? cpu : cuda;
+}
+
+int64_t host_fallback_count(Op op) { return g_fallbacks[int(op)].load(); }
+
+void dispatch(Op op, std::span<const Tensor> in, std::span<Tensor> out, const OpAttrs& attrs) {
+  Device dev = Device::cpu();
+  bool have_dev = false, has_half = false;
+  auto visit = [&](const Tensor& t) {
+    if (!t.defined()) return;
+    if (!have_dev) {
+      dev = t.device();
+      have_dev = true;
+    } else if (t.device() != dev) {
+      throw std::invalid_argument(std::string(op_name(op)) + ": tensors on " + dev.str() + " and " +
+                                  t.device().str() + "; move them to one device");
+    }
+    has_half |= is_half(t.dtype());
+  };
+  for (const Tensor& t : out) visit(t);
+  for (const Tensor& t : in) visit(t);
+  if (has_half && !is_memory_op(op)) return dispatch_widened(op, in, out, attrs);
+  KernelFn fn = kernel_table(dev.type).fn[size_t(op)];
+  if (fn) return fn(KernelArgs{in, out, attrs});
+  if (dev.is_cpu()) throw std::logic_error(std::string("no CPU kernel for ") + op_name(op));
+  dispatch_on_host(op, in, out, attrs);
+}
+
+}  // namespace loom::runtime

@@ -1,0 +1,110 @@
+// test_tensor.cpp: Tensor metadata, views sharing storage, copies, casts and printing.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "runtime/ops.h"
+
+using namespace loom::runtime;
+
+TEST(Tensor, FactoriesAndMetadata) {
+  Tensor t = Tensor::zeros({2, 3, 4});
+  EXPECT_EQ(t.dim(), 3);
+  EXPECT_EQ(t.numel(), 24);
+  EXPECT_EQ(t.strides(), (Dims{12, 4, 1}));
+  EXPECT_TRUE(t.is_contiguous());
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(t.raw_data()) % 64, 0u);
+  Tensor f = Tensor::full({3}, 2.5, DType::f64);
+  EXPECT_EQ(f.to_vector<double>(), (std::vector<double>{2.5, 2.5, 2.5}));
+  EXPECT_EQ(Tensor::arange(4).to_vector<int64_t>(), (std::vector<int64_t>{0, 1, 2, 3}));
+}
+
+TEST(Tensor, ViewsShareStorage) {
+  Tensor t = Tensor::arange(12, DType::f32).view({3, 4});
+  Tensor tt = t.transpose(0, 1);
+  EXPECT_FALSE(tt.is_contiguous());
+  EXPECT_EQ(tt.storage().get(), t.storage().get());
+  EXPECT_EQ(tt.contiguous().to_vector<float>(),
+            (std::vector<float>{0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11}));
+  Tensor n = t.narrow(1, 1, 2);
+  EXPECT_EQ(n.to_vector<float>(), (std::vector<float>{1, 2, 5, 6, 9, 10}));
+  {
+    NoGradGuard ng;
+    n.fill_(-1);
+  }
+  EXPECT_EQ(t.to_vector<float>()[1], -1.0f);
+  Tensor e = Tensor::arange(3, DType::f32).view({3, 1}).expand({3, 2});
+  EXPECT_EQ(e.stride(1), 0);
+  EXPECT_EQ(e.contiguous().to_vector<float>(), (std::vector<float>{0, 0, 1, 1, 2, 2}));
+  EXPECT_EQ(t.unsqueeze(0).shape(), (Dims{1, 3, 4}));
+  EXPECT_EQ(t.unsqueeze(0).squeeze(0).shape(), (Dims{3, 4}));
+  Tensor p = Tensor::arange(24, DType::f32).view({2, 3, 4}).permute({2, 0, 1});
+  EXPECT_EQ(p.shape(), (Dims{4, 2, 3}));
+  EXPECT_EQ(p.contiguous().to_vector<float>()[1], 4.0f);
+}
+
+TEST(Tensor, ViewOfNonContiguousFollowsStrideRules) {
+  Tensor t = Tensor::arange(24, DType::f32).view({2, 3, 4}).transpose(0, 1);  // [3, 2, 4]
+  // Merging the last two dims (2 x 4) is impossible without a copy; splitting the last is fine.
+  EXPECT_THROW(t.view({3, 8}), std::invalid_argument);
+  Tensor s = t.view({3, 2, 2, 2});
+  EXPECT_EQ(s.contiguous().to_vector<float>(), t.reshape({3, 2, 2, 2}).contiguous().to_vector<float>());
+  EXPECT_EQ(t.reshape({3, 8}).to_vector<float>(), t.contiguous().view({3, 8}).to_vector<float>());
+}
+
+TEST(Tensor, CastsRoundTrip) {
+  Tensor x = Tensor::from_vector<float>({1.0f, -2.5f, 3.140625f, 65504.0f, 1e-3f});
+  for (DType dt : {DType::f64, DType::bf16, DType::f16, DType::f32}) {
+    std::vector<float> back = x.to(dt).to(DType::f32).to_vector<float>();
+    for (size_t i = 0; i < back.size(); ++i) {
+      float tol = dt == DType::bf16 ? 4e-3f : dt == DType::f16 ? 1e-3f : 0.0f;
+      EXPECT_NEAR(back[i], x.to_vector<float>()[i], tol * std::abs(x.to_vector<float>()[i]) + 1e-7f) << dtype_name(dt);
+    }
+  }
+  EXPECT_EQ(Tensor::from_vector<float>({2.7f, -1.2f}).to(DType::i64).to_vector<int64_t>(), (std::vector<int64_t>{2, -1}));
+  // f16 subnormals and overflow.
+  EXPECT_FLOAT_EQ(f16_to_float(float_to_f16(5.9604645e-08f)), 5.9604645e-08f);
+  EXPECT_TRUE(std::isinf(f16_to_float(float_to_f16(1e6f))));
+  EXPECT_EQ(bf16_to_float(float_to_bf16(1.00390625f)), 1.0f);  // ties to even
+}
+
+TEST(Tensor, HalfPrecisionComputesThroughF32) {
+  Tensor a = Tensor::from_vector<float>({1, 2, 3}).to(DType::bf16);
+  Tensor b = Tensor::from_vector<float>({0.5, 0.25, 4}).to(DType::bf16);
+  Tensor c = a * b;
+  EXPECT_EQ(c.dtype(), DType::bf16);
+  EXPECT_EQ(c.to_vector<float>(), (std::vector<float>{0.5f, 0.5f, 12.0f}));
+}
+
+TEST(Tensor, Printing) {
+  Tensor t = Tensor::arange(6, DType::f32).view({2, 3});
+  EXPECT_EQ(t.str(), "Tensor([[0, 1, 2],\n        [3, 4, 5]], shape=[2, 3], dtype=f32)");
+  EXPECT_NE(Tensor::zeros({20}).str().find("..."), std::string::npos);
+}
+
+TEST(Tensor, ClearErrors) {
+  EXPECT_THROW(Tensor::zeros({2, 3}) + Tensor::zeros({4}), std::invalid_argument);
+  EXPECT_THROW(Tensor::zeros({2, 3}).view({5}), std::invalid_argument);
+  EXPECT_THROW(Tensor::zeros({2}).to(Device::cuda(7)).numel(), std::exception);
+  EXPECT_THROW(Tensor::zeros({2}, DType::i64).set_requires_grad(true), std::invalid_argument);
+  try {
+    matmul(Tensor::zeros({2, 3}), Tensor::zeros({4, 5}));
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("[2, 3] @ [4, 5]"), std::string::npos);
+  }
+}
+
+TEST(Tensor, PhiloxIsThreadIndependentAndReproducible) {
+  Tensor a = Tensor::randn({1000}, 42);
+  Tensor b = Tensor::randn({1000}, 42);
+  EXPECT_EQ(a.to_vector<float>(), b.to_vector<float>());
+  std::vector<double> v = a.to_double_vector();
+  double m = 0, s = 0;
+  for (double x : v) m += x;
+  m /= 1000;
+  for (double x : v) s += (x - m) * (x - m);
+  EXPECT_NEAR(m, 0.0, 0.1);
+  EXPECT_NEAR(std::sqrt(s / 1000), 1.0, 0.1);
+  EXPECT_NE(Tensor::randn({4}, 43).to_vector<float>(), Tensor::randn({4}, 42).to_vector<float>());
+}
