@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "runtime/autograd.h"
+#include "runtime/rng.h"
 #include "runtime/tensor.h"
 
 namespace loom::runtime {

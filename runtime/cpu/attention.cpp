@@ -21,6 +21,7 @@
 //
 // Layout: q [B, Tq, H, D], k/v [B, Tk, Hkv, D] contiguous, out like q, lse [B, H, Tq];
 // query head h reads kv head h / (H / Hkv) (grouped-query attention).
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
@@ -66,7 +67,7 @@ struct Visibility {
     if (!qseg) return false;
     if (!bits) return true;
     uint64_t present = ktile_segs[b * nkt + kt];
-    return false;
+    return (qtile_all[b * nqt + qt] & present) != present;
   }
 
   TileKind classify(int64_t b, int64_t qt, int64_t kt) const {
@@ -184,21 +185,61 @@ void load_rows(const T* x, int64_t row_stride, int64_t rows, int64_t D, T* X) {
     for (int64_t d = 0; d < D; ++d) X[r * D + d] = x[r * row_stride + d];
 }
 
-// S[r][c] = alpha * sum_d A[r][d] Bt[d][c] over a full kTileK row (the inner loop runs along c,
-// contiguous and of fixed length, so it vectorises without reassociating a reduction).
+// C[m][n] += sum_k A[m][k] B[k][n] for m < M, n < N, k < K (leading dimensions lda, ldb, ldc).
+// Every tile product of this file is one call. Blocks of R rows x W columns accumulate in
+// registers (W = two AVX2 vectors) with k innermost, so the column loop vectorises without
+// reassociating a sum: results do not depend on the vector width.
+template <class T, int64_t R>
+void gemm_block(int64_t r0, int64_t n0, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C,
+                int64_t ldc) {
+  constexpr int64_t W = 64 / sizeof(T);
+  T acc[R][W];
+  for (int64_t i = 0; i < R; ++i)
+    for (int64_t j = 0; j < W; ++j) acc[i][j] = C[(r0 + i) * ldc + n0 + j];
+  for (int64_t k = 0; k < K; ++k) {
+    const T* b = B + k * ldb + n0;
+    for (int64_t i = 0; i < R; ++i) {
+      T a = A[(r0 + i) * lda + k];
+      for (int64_t j = 0; j < W; ++j) acc[i][j] += a * b[j];
+    }
+  }
+  for (int64_t i = 0; i < R; ++i)
+    for (int64_t j = 0; j < W; ++j) C[(r0 + i) * ldc + n0 + j] = acc[i][j];
+}
+
+template <class T>
+void gemm_acc(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc) {
+  constexpr int64_t W = 64 / sizeof(T), R = 4;
+  const int64_t n_full = N / W * W;
+  int64_t m = 0;
+  for (; m + R <= M; m += R)
+    for (int64_t n0 = 0; n0 < n_full; n0 += W) gemm_block<T, R>(m, n0, K, A, lda, B, ldb, C, ldc);
+  for (; m < M; ++m)
+    for (int64_t n0 = 0; n0 < n_full; n0 += W) gemm_block<T, 1>(m, n0, K, A, lda, B, ldb, C, ldc);
+  if (n_full == N) return;
+  for (int64_t r = 0; r < M; ++r) {  // the last N % W columns (head dims that are not a multiple of W)
+    T* c = C + r * ldc;
+    for (int64_t k = 0; k < K; ++k) {
+      T a = A[r * lda + k];
+      const T* b = B + k * ldb;
+      for (int64_t n = n_full; n < N; ++n) c[n] += a * b[n];
+    }
+  }
+}
+
+// S[r][c] = alpha * sum_d A[r][d] Bt[d][c] over full kTileK rows.
 template <class T>
 void tile_product(const T* A, const T* Bt, int64_t rows, int64_t D, T alpha, T* S) {
-  for (int64_t r = 0; r < rows; ++r) {
-    T* s = S + r * kTileK;
-    for (int64_t c = 0; c < kTileK; ++c) s[c] = T(0);
-    const T* ar = A + r * D;
-    for (int64_t d = 0; d < D; ++d) {
-      T x = ar[d];
-      const T* bd = Bt + d * kTileK;
-      for (int64_t c = 0; c < kTileK; ++c) s[c] += x * bd[c];
-    }
-    for (int64_t c = 0; c < kTileK; ++c) s[c] *= alpha;
-  }
+  std::fill(S, S + rows * kTileK, T(0));
+  gemm_acc(rows, kTileK, D, A, D, Bt, kTileK, S, kTileK);
+  for (int64_t i = 0; i < rows * kTileK; ++i) S[i] *= alpha;
+}
+
+// Xt[c * kTileQ + r] = X[r * kTileK + c]: a [rows, cols] tile transposed.
+template <class T>
+void transpose_tile(const T* X, int64_t rows, int64_t cols, T* Xt) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) Xt[c * kTileQ + r] = X[r * kTileK + c];
 }
 
 // Sets the scores of masked pairs (and of padding columns) to -inf.
@@ -282,7 +323,10 @@ template <class T> void attention_forward(const KernelArgs& a) {
           T* s = S.data() + r * kTileK;
           T mx = kNegInf;
           for (int64_t c = 0; c < cols; ++c) mx = std::max(mx, s[c]);
-          if (mx == kNegInf) continue;  // this row sees no key of the tile
+          if (mx == kNegInf) {  // this row sees no key of the tile
+            std::fill(s, s + cols, T(0));
+            continue;
+          }
           T m_new = std::max(m[r], mx);
           T alpha = std::exp(m[r] - m_new);  // 0 on the first visible tile
           T sum = 0;
@@ -295,13 +339,8 @@ template <class T> void attention_forward(const KernelArgs& a) {
           T* ar = acc.data() + r * D;
           if (alpha != T(1))
             for (int64_t d = 0; d < D; ++d) ar[d] *= alpha;
-          for (int64_t c = 0; c < cols; ++c) {
-            T p = s[c];
-            if (p == T(0)) continue;
-            const T* vr = vbase + c * Hkv * D;
-            for (int64_t d = 0; d < D; ++d) ar[d] += p * vr[d];
-          }
         }
+        gemm_acc(rows, D, cols, S.data(), kTileK, vbase, Hkv * D, acc.data(), D);  // acc += P V
       }
       for (int64_t r = 0; r < rows; ++r) {
         T* orow = po + ((b * Tq + i0 + r) * H + h) * D;
@@ -360,7 +399,7 @@ template <class T> void attention_backward(const KernelArgs& a) {
   // Pass A: one item per (b, kv head, key tile) owns those rows of gk and gv.
   parallel_for(B * Hkv * nkt, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> Kt(D * kTileK), Vt(D * kTileK), Qs(kTileQ * D), dOs(kTileQ * D), P(kTileQ * kTileK),
-        dS(kTileQ * kTileK), dK(kTileK * D), dV(kTileK * D);
+        dS(kTileQ * kTileK), Pt(kTileK * kTileQ), dSt(kTileK * kTileQ), dK(kTileK * D), dV(kTileK * D);
     std::vector<uint8_t> allowed(kTileQ * kTileK);
     for (int64_t item = begin; item < end; ++item) {
       int64_t kt = item % nkt, hk = (item / nkt) % Hkv, b = item / (nkt * Hkv);
@@ -383,22 +422,10 @@ template <class T> void attention_backward(const KernelArgs& a) {
           const T* Di = Dv.data() + (b * H + h) * Tq + i0;
           tile_grad_scores(Qs.data(), dOs.data(), Kt.data(), Vt.data(), L, Di, allowed.data(), kind, rows, cols,
                            D, scale, P.data(), dS.data());
-          for (int64_t r = 0; r < rows; ++r) {
-            const T* p = P.data() + r * kTileK;
-            const T* ds = dS.data() + r * kTileK;
-            const T* gr = dOs.data() + r * D;
-            const T* qr = Qs.data() + r * D;
-            for (int64_t c = 0; c < cols; ++c) {
-              if (p[c] == T(0)) continue;  // masked, or underflowed: contributes nothing
-              T pc = p[c], dc = ds[c];
-              T* dv = dV.data() + c * D;
-              T* dk = dK.data() + c * D;
-              for (int64_t d = 0; d < D; ++d) {
-                dv[d] += pc * gr[d];
-                dk[d] += dc * qr[d];
-              }
-            }
-          }
+          transpose_tile(P.data(), rows, cols, Pt.data());
+          transpose_tile(dS.data(), rows, cols, dSt.data());
+          gemm_acc(cols, D, rows, Pt.data(), kTileQ, dOs.data(), D, dV.data(), D);   // dV += P^T gout
+          gemm_acc(cols, D, rows, dSt.data(), kTileQ, Qs.data(), D, dK.data(), D);  // dK += dS^T Q
         }
       }
       for (int64_t c = 0; c < cols; ++c) {
@@ -436,16 +463,7 @@ template <class T> void attention_backward(const KernelArgs& a) {
         load_transposed(vbase, Hkv * D, cols, D, Vt.data());
         tile_grad_scores(Qs.data(), dOs.data(), Kt.data(), Vt.data(), L, Di, allowed.data(), kind, rows, cols, D,
                          scale, P.data(), dS.data());
-        for (int64_t r = 0; r < rows; ++r) {
-          const T* ds = dS.data() + r * kTileK;
-          T* dq = dQ.data() + r * D;
-          for (int64_t c = 0; c < cols; ++c) {
-            T dc = ds[c];
-            if (dc == T(0)) continue;
-            const T* kr = kbase + c * Hkv * D;
-            for (int64_t d = 0; d < D; ++d) dq[d] += dc * kr[d];
-          }
-        }
+        gemm_acc(rows, D, cols, dS.data(), kTileK, kbase, Hkv * D, dQ.data(), D);  // dQ += dS K
       }
       for (int64_t r = 0; r < rows; ++r) {
         T* gqr = pgq + ((b * Tq + i0 + r) * H + h) * D;
