@@ -186,13 +186,16 @@ const Tensor& SafetensorsFile::at(const std::string& name) const {
 // ---- reading ------------------------------------------------------------------------------------
 
 SafetensorsFile read_safetensors(const std::string& path) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) fail(path, "cannot open for reading (" + errno_text() + ")");
+  if (!S_ISREG(st.st_mode)) fail(path, "not a regular file");
+  std::ifstream in(path, std::ios::binary);
   if (!in) fail(path, "cannot open for reading (" + errno_text() + ")");
-  const uint64_t file_size = uint64_t(in.tellg());
+  const uint64_t file_size = uint64_t(st.st_size);
   if (file_size < 8) fail(path, "file is " + std::to_string(file_size) + " bytes, shorter than the 8-byte header length");
-  in.seekg(0);
   unsigned char len_bytes[8];
   in.read(reinterpret_cast<char*>(len_bytes), 8);
+  if (!in) fail(path, "could not read the 8-byte header length");
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | len_bytes[i];
   if (n > file_size - 8)

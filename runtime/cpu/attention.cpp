@@ -23,6 +23,7 @@
 // query head h reads kv head h / (H / Hkv) (grouped-query attention).
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -38,6 +39,11 @@ constexpr int64_t kTileK = 64;  // keys per tile (BK)
 constexpr int64_t kMaxBitSegments = 64;
 
 enum class TileKind { skip, full, partial };
+
+// Empty tensors (Tq or Tk = 0) have no layout to check.
+void require_dense(const Tensor& t, Op op, const char* which) {
+  if (t.defined() && t.numel() > 0) require_contiguous(t, op, which);
+}
 
 // Everything that decides whether query i may see key j, plus per-tile summaries for skipping.
 struct Visibility {
@@ -121,15 +127,15 @@ Visibility make_visibility(const KernelArgs& a, Op op, size_t first, int64_t B, 
   Tensor mask = get(0), qseg = get(1), kseg = get(2), vis = get(3);
   const char* name = op_name(op);
   if (mask.defined()) {
-    require_contiguous(mask, op, "mask");
+    require_dense(mask, op, "mask");
     v.mask = mask.data<uint8_t>();
   }
   if (qseg.defined() != kseg.defined() || qseg.defined() != vis.defined())
     throw std::logic_error(std::string(name) + ": q_segments, k_segments and visibility go together");
   if (!qseg.defined()) return v;
-  require_contiguous(qseg, op, "q_segments");
-  require_contiguous(kseg, op, "k_segments");
-  require_contiguous(vis, op, "visibility");
+  require_dense(qseg, op, "q_segments");
+  require_dense(kseg, op, "k_segments");
+  require_dense(vis, op, "visibility");
   v.qseg = qseg.data<int32_t>();
   v.kseg = kseg.data<int32_t>();
   v.vis = vis.data<uint8_t>();
@@ -186,25 +192,42 @@ void load_rows(const T* x, int64_t row_stride, int64_t rows, int64_t D, T* X) {
 }
 
 // C[m][n] += sum_k A[m][k] B[k][n] for m < M, n < N, k < K (leading dimensions lda, ldb, ldc).
-// Every tile product of this file is one call. Blocks of R rows x W columns accumulate in
-// registers (W = two AVX2 vectors) with k innermost, so the column loop vectorises without
-// reassociating a sum: results do not depend on the vector width.
+// Every tile product of this file is one call. Blocks of R rows x W columns (two 32-byte
+// vectors) accumulate in registers with k innermost: each lane sums its own k sequence, so the
+// result is the plain loop's and does not depend on the vector width. GCC/Clang vector
+// extensions keep the compiler from vectorising along k instead.
+template <class T> struct Simd {
+  typedef T type __attribute__((vector_size(32)));
+};
+template <class T> using Vec = typename Simd<T>::type;
+template <class T> inline Vec<T> load_vec(const T* p) {
+  Vec<T> v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <class T> inline void store_vec(T* p, Vec<T> v) { std::memcpy(p, &v, sizeof v); }
+
 template <class T, int64_t R>
 void gemm_block(int64_t r0, int64_t n0, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C,
                 int64_t ldc) {
-  constexpr int64_t W = 64 / sizeof(T);
-  T acc[R][W];
-  for (int64_t i = 0; i < R; ++i)
-    for (int64_t j = 0; j < W; ++j) acc[i][j] = C[(r0 + i) * ldc + n0 + j];
+  constexpr int64_t L = 32 / sizeof(T);
+  Vec<T> acc[R][2];
+  for (int64_t i = 0; i < R; ++i) {
+    acc[i][0] = load_vec(C + (r0 + i) * ldc + n0);
+    acc[i][1] = load_vec(C + (r0 + i) * ldc + n0 + L);
+  }
   for (int64_t k = 0; k < K; ++k) {
-    const T* b = B + k * ldb + n0;
+    Vec<T> b0 = load_vec(B + k * ldb + n0), b1 = load_vec(B + k * ldb + n0 + L);
     for (int64_t i = 0; i < R; ++i) {
-      T a = A[(r0 + i) * lda + k];
-      for (int64_t j = 0; j < W; ++j) acc[i][j] += a * b[j];
+      Vec<T> a = Vec<T>{} + A[(r0 + i) * lda + k];
+      acc[i][0] += a * b0;
+      acc[i][1] += a * b1;
     }
   }
-  for (int64_t i = 0; i < R; ++i)
-    for (int64_t j = 0; j < W; ++j) C[(r0 + i) * ldc + n0 + j] = acc[i][j];
+  for (int64_t i = 0; i < R; ++i) {
+    store_vec(C + (r0 + i) * ldc + n0, acc[i][0]);
+    store_vec(C + (r0 + i) * ldc + n0 + L, acc[i][1]);
+  }
 }
 
 template <class T>
@@ -364,7 +387,7 @@ template <class T> void attention_forward(const KernelArgs& a) {
 // out: gq, gk, gv (every element written)
 template <class T> void attention_backward(const KernelArgs& a) {
   const Tensor &q = a.in[0], &k = a.in[1], &v = a.in[2], &out = a.in[3], &lse = a.in[4], &gout = a.in[5];
-  const Tensor& glse = a.in[6];
+  const Tensor glse = a.in.size() > 6 ? a.in[6] : Tensor();
   Tensor &gq = a.out[0], &gk = a.out[1], &gv = a.out[2];
   int64_t B = q.size(0), Tq = q.size(1), H = q.size(2), D = q.size(3);
   int64_t Tk = k.size(1), Hkv = k.size(2), group = H / Hkv;
@@ -473,26 +496,32 @@ template <class T> void attention_backward(const KernelArgs& a) {
   });
 }
 
-void check_operands(Op op, std::span<const Tensor> in, size_t n_dense, std::span<Tensor> out) {
+// The first n_float inputs (n_required of them present) share q's dtype, as do the outputs.
+void check_operands(Op op, std::span<const Tensor> in, size_t n_required, size_t n_float, std::span<Tensor> out) {
+  if (in.size() < n_required || out.size() != (op == Op::attention ? 2u : 3u))
+    throw std::logic_error(std::string(op_name(op)) + ": wrong number of operands");
   DType dt = in[0].dtype();
-  for (size_t i = 0; i < n_dense; ++i) {
-    if (!in[i].defined()) continue;
-    require_contiguous(in[i], op, "input");
+  for (size_t i = 0; i < std::min(n_float, in.size()); ++i) {
+    if (!in[i].defined()) {
+      if (i < n_required) throw std::logic_error(std::string(op_name(op)) + ": missing input " + std::to_string(i));
+      continue;
+    }
+    require_dense(in[i], op, "input");
     if (in[i].dtype() != dt) throw std::logic_error(std::string(op_name(op)) + ": input dtypes differ");
   }
   for (const Tensor& t : out) {
-    require_contiguous(t, op, "output");
+    require_dense(t, op, "output");
     if (t.dtype() != dt) throw std::logic_error(std::string(op_name(op)) + ": output dtype differs from q");
   }
 }
 
 void k_attention(const KernelArgs& a) {
-  check_operands(Op::attention, a.in, 3, a.out);
+  check_operands(Op::attention, a.in, 3, 3, a.out);
   visit_float(Op::attention, a.in[0].dtype(), [&](auto z) { attention_forward<decltype(z)>(a); });
 }
 
 void k_attention_backward(const KernelArgs& a) {
-  check_operands(Op::attention_backward, a.in, 7, a.out);
+  check_operands(Op::attention_backward, a.in, 6, 7, a.out);
   visit_float(Op::attention_backward, a.in[0].dtype(), [&](auto z) { attention_backward<decltype(z)>(a); });
 }
 

@@ -9,6 +9,7 @@ void register_gemm_kernels(KernelTable& t);
 void register_nn_kernels(KernelTable& t);
 void register_index_kernels(KernelTable& t);
 void register_attention_kernels(KernelTable& t);
+void register_optim_kernels(KernelTable& t);
 }  // namespace cpu
 
 void register_cpu_kernels(KernelTable& t) {
@@ -18,6 +19,7 @@ void register_cpu_kernels(KernelTable& t) {
   cpu::register_nn_kernels(t);
   cpu::register_index_kernels(t);
   cpu::register_attention_kernels(t);
+  cpu::register_optim_kernels(t);
 }
 
 }  // namespace loom::runtime

@@ -1,0 +1,116 @@
+// bench_kernels.cpp: where the time goes in the CPU runtime. Prints GFLOP/s of matmul at
+// 256..2048 and GB/s (or GFLOP/s) of softmax, RMSNorm and attention forward/backward, each
+// beside this machine's measured peaks: the best GEMM rate seen and a STREAM-style triad
+// bandwidth. Run: build/bench/bench_kernels [--quick]
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <vector>
+
+#include "runtime/cpu/gemm.h"
+#include "runtime/ops.h"
+
+using namespace loom::runtime;
+
+namespace {
+
+// Best wall time over `reps` runs after one warm-up (best-of filters scheduler noise).
+double best_seconds(int reps, const std::function<void()>& fn) {
+  fn();
+  double best = 1e30;
+  for (int i = 0; i < reps; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    fn();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
+
+// STREAM triad a = b + s * c over arrays far larger than the caches: bytes moved / second.
+double triad_gbps() {
+  const int64_t n = int64_t(1) << 25;  // 3 x 128 MiB
+  std::vector<float> a(static_cast<size_t>(n)), b(static_cast<size_t>(n), 1.0f), c(static_cast<size_t>(n), 2.0f);
+  double t = best_seconds(3, [&] {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) a[size_t(i)] = b[size_t(i)] + 3.0f * c[size_t(i)];
+  });
+  return 3.0 * 4.0 * double(n) / t / 1e9;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  NoGradGuard no_grad;
+  std::printf("Loom kernel benchmark (GEMM library: %s)\n", cpu::gemm_library());
+  for (int threads : {1, 2}) {
+    omp_set_num_threads(threads);
+    std::printf("\n== %d thread%s ==\n", threads, threads > 1 ? "s" : "");
+    double peak_bw = triad_gbps();
+    std::printf("%-34s %10.1f GB/s   (memory peak)\n", "stream triad", peak_bw);
+    double gemm_peak = 0;
+    std::vector<std::pair<int, double>> gemm_rates;
+    for (int n : {256, 512, 1024, 2048}) {
+      if (quick && n > 1024) break;
+      Tensor a = Tensor::randn({n, n}, 1), b = Tensor::randn({n, n}, 2);
+      double t = best_seconds(n >= 2048 ? 2 : 5, [&] { matmul(a, b); });
+      double gf = 2.0 * n * double(n) * n / t / 1e9;
+      gemm_peak = std::max(gemm_peak, gf);
+      gemm_rates.push_back({n, gf});
+    }
+    for (auto [n, gf] : gemm_rates)
+      std::printf("matmul %4dx%4dx%-4d f32        %10.1f GFLOP/s (%5.1f%% of GEMM peak)\n", n, n, n, gf,
+                  100 * gf / gemm_peak);
+    // Row-wise kernels on a [B*T, C] activation the size of a small model's.
+    const int64_t R = 4096, C = 1024;
+    Tensor x = Tensor::randn({R, C}, 3), w = Tensor::ones({C});
+    double bytes = 2.0 * R * C * 4;  // read x, write y
+    double ts = best_seconds(10, [&] { softmax(x, -1); });
+    std::printf("%-34s %10.1f GB/s   (%5.1f%% of triad)\n", "softmax [4096, 1024] fwd", bytes / ts / 1e9,
+                100 * bytes / ts / 1e9 / peak_bw);
+    double tr = best_seconds(10, [&] { rms_norm(x, w, 1e-6); });
+    std::printf("%-34s %10.1f GB/s   (%5.1f%% of triad)\n", "rms_norm [4096, 1024] fwd", bytes / tr / 1e9,
+                100 * bytes / tr / 1e9 / peak_bw);
+    {
+      Tensor xr = x.clone(), wr = w.clone();
+      xr.set_requires_grad(true);
+      wr.set_requires_grad(true);
+      GradModeGuard g(true);
+      Tensor y = rms_norm(xr, wr, 1e-6);
+      Tensor gy = Tensor::randn({R, C}, 4);
+      double tb = best_seconds(5, [&] {
+        Tensor yy = rms_norm(xr, wr, 1e-6);
+        yy.backward(gy);
+      });
+      double bbytes = 3.0 * R * C * 4;  // read x, gy; write gx (plus the forward)
+      std::printf("%-34s %10.1f GB/s   (%5.1f%% of triad, incl. fwd)\n", "rms_norm [4096, 1024] fwd+bwd",
+                  (bytes + bbytes) / tb / 1e9, 100 * (bytes + bbytes) / tb / 1e9 / peak_bw);
+    }
+    // Causal attention, B=4, T=512, H=8, D=64: 4 B H T^2 D flops for QK^T and PV, halved by causality.
+    const int64_t B = 4, T = quick ? 256 : 512, H = 8, D = 64;
+    Tensor q = Tensor::randn({B, T, H, D}, 5), k = Tensor::randn({B, T, H, D}, 6), v = Tensor::randn({B, T, H, D}, 7);
+    AttentionMask m;
+    m.causal = true;
+    double flops = 4.0 * B * H * double(T) * T * D / 2;
+    double ta = best_seconds(5, [&] { attention(q, k, v, m); });
+    std::printf("attention B%lld T%lld H%lld D%lld causal fwd  %10.1f GFLOP/s (%5.1f%% of GEMM peak)\n",
+                (long long)B, (long long)T, (long long)H, (long long)D, flops / ta / 1e9, 100 * flops / ta / 1e9 / gemm_peak);
+    {
+      GradModeGuard g(true);
+      Tensor qg = q.clone(), kg = k.clone(), vg = v.clone();
+      for (Tensor* t : {&qg, &kg, &vg}) t->set_requires_grad(true);
+      Tensor go = Tensor::randn({B, T, H, D}, 8);
+      double tb = best_seconds(3, [&] { attention(qg, kg, vg, m).out.backward(go); });
+      double bflops = flops * 3.5;  // forward 1x + backward 2.5x (recompute P, dV, dP, dQ, dK)
+      std::printf("attention B%lld T%lld H%lld D%lld causal f+b  %10.1f GFLOP/s (%5.1f%% of GEMM peak)\n",
+                  (long long)B, (long long)T, (long long)H, (long long)D, bflops / tb / 1e9,
+                  100 * bflops / tb / 1e9 / gemm_peak);
+    }
+    std::printf("%-34s %10.1f GFLOP/s (measured GEMM peak)\n", "GEMM peak", gemm_peak);
+  }
+  return 0;
+}

@@ -1,0 +1,224 @@
+// transformer.cpp: the decoder-only LM: parameters, forward, and cached incremental decoding.
+//   x = embed(ids) (+ learned positions)
+//   per block: x = x + o_proj(attn(rope(q_proj(n1(x))), rope(k_proj(.)), v_proj(.)))
+//              x = x + down_proj(act(gate_proj(n2(x))) * up_proj(n2(x)))   (swiglu)
+//              x = x + down_proj(gelu(up_proj(n2(x))))                      (gelu)
+//   logits = lm_head(norm(x))   (lm_head tied to embed_tokens when configured)
+#include "models/transformer.h"
+
+#include <cmath>
+#include <map>
+
+namespace loom::models {
+
+using namespace runtime;
+
+Tensor init_normal(uint64_t seed, const std::string& name, const Dims& shape, double std, DType dtype) {
+  Tensor t = Tensor::randn(shape, mix64(seed) ^ hash_string(name.c_str()), DType::f64);
+  NoGradGuard ng;
+  return mul_scalar(t, std).to(dtype);
+}
+
+namespace {
+std::string layer_prefix(int l) { return "model.layers." + std::to_string(l) + "."; }
+}  // namespace
+
+TransformerLM::TransformerLM(ModelConfig cfg, uint64_t seed, DType dtype) : cfg_(std::move(cfg)), dtype_(dtype) {
+  cfg_.validate();
+  const int64_t C = cfg_.d_model, D = cfg_.head_dim(), H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, F = cfg_.ffn_hidden;
+  const double std = cfg_.init_std;
+  // Residual output projections get std / sqrt(2 L) (GPT-2 paper, section 2.3).
+  const double out_std = std / std::sqrt(2.0 * double(cfg_.n_layers));
+  const bool ln = cfg_.norm == "layernorm";
+  auto add_norm = [&](const std::string& p) {
+    add_param(p + ".weight", {C}, 0.0, true, seed, 1.0);
+    if (ln) add_param(p + ".bias", {C}, 0.0, true, seed);
+  };
+  auto add_linear = [&](const std::string& p, int64_t out, int64_t in, double s) {
+    add_param(p + ".weight", {out, in}, s, false, seed);
+    if (cfg_.bias) add_param(p + ".bias", {out}, 0.0, true, seed);
+  };
+  add_param("model.embed_tokens.weight", {cfg_.vocab_size, C}, std, true, seed);
+  if (cfg_.positions == "learned") add_param("model.embed_positions.weight", {cfg_.max_seq_len, C}, std, true, seed);
+  for (int l = 0; l < cfg_.n_layers; ++l) {
+    std::string p = layer_prefix(l);
+    add_norm(p + "input_layernorm");
+    add_linear(p + "self_attn.q_proj", H * D, C, std);
+    add_linear(p + "self_attn.k_proj", Hkv * D, C, std);
+    add_linear(p + "self_attn.v_proj", Hkv * D, C, std);
+    add_linear(p + "self_attn.o_proj", C, H * D, out_std);
+    add_norm(p + "post_attention_layernorm");
+    if (cfg_.activation == "swiglu") add_linear(p + "mlp.gate_proj", F, C, std);
+    add_linear(p + "mlp.up_proj", F, C, std);
+    add_linear(p + "mlp.down_proj", C, F, out_std);
+  }
+  add_norm("model.norm");
+  if (!cfg_.tie_embeddings) add_param("lm_head.weight", {cfg_.vocab_size, C}, std, false, seed);
+}
+
+void TransformerLM::add_param(const std::string& name, const Dims& shape, double std, bool no_decay, uint64_t seed,
+                        double fill) {
+  Tensor t = std > 0 ? init_normal(seed, name, shape, std, dtype_) : Tensor::full(shape, fill, dtype_);
+  t.set_requires_grad(true);
+  index_[name] = params_.size();
+  params_.push_back({name, t, no_decay});
+}
+
+Tensor& TransformerLM::param(const std::string& name) {
+  auto it = index_.find(name);
+  if (it == index_.end()) throw std::out_of_range("model has no parameter '" + name + "'");
+  return params_[it->second].tensor;
+}
+const Tensor& TransformerLM::param(const std::string& name) const {
+  return const_cast<TransformerLM*>(this)->param(name);
+}
+
+Tensor TransformerLM::norm(const Tensor& x, const std::string& p) const {
+  if (cfg_.norm == "rmsnorm") return rms_norm(x, param(p + ".weight"), cfg_.norm_eps);
+  return layer_norm(x, param(p + ".weight"), param(p + ".bias"), cfg_.norm_eps);
+}
+
+Tensor TransformerLM::proj(const Tensor& x, const std::string& p) const {
+  return linear(x, param(p + ".weight"), cfg_.bias ? param(p + ".bias") : Tensor());
+}
+
+Tensor TransformerLM::mlp(const Tensor& h, const std::string& p) const {
+  if (cfg_.activation == "swiglu") return proj(mul(silu(proj(h, p + "gate_proj")), proj(h, p + "up_proj")), p + "down_proj");
+  return proj(gelu(proj(h, p + "up_proj"), true), p + "down_proj");
+}
+
+Tensor TransformerLM::embed(const Tensor& ids, const Tensor& positions) const {
+  Tensor x = embedding(param("model.embed_tokens.weight"), ids);
+  if (cfg_.positions == "learned") {
+    if (amax(positions).item() >= double(cfg_.max_seq_len))
+      throw std::invalid_argument("position " + std::to_string(int64_t(amax(positions).item())) +
+                                  " exceeds max_seq_len " + std::to_string(cfg_.max_seq_len));
+    x = add(x, embedding(param("model.embed_positions.weight"), positions));
+  }
+  return dropout(x, cfg_.dropout, training_);
+}
+
+Tensor TransformerLM::head(const Tensor& x) const {
+  Tensor h = norm(x, "model.norm");
+  return linear(h, cfg_.tie_embeddings ? param("model.embed_tokens.weight") : param("lm_head.weight"));
+}
+
+Tensor TransformerLM::block(const Tensor& x, int l, const Tensor& positions, const AttentionMask& mask) const {
+  const int64_t B = x.size(0), T = x.size(1), H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, D = cfg_.head_dim();
+  std::string p = layer_prefix(l);
+  Tensor h = norm(x, p + "input_layernorm");
+  Tensor q = proj(h, p + "self_attn.q_proj").view({B, T, H, D});
+  Tensor k = proj(h, p + "self_attn.k_proj").view({B, T, Hkv, D});
+  Tensor v = proj(h, p + "self_attn.v_proj").view({B, T, Hkv, D});
+  if (cfg_.positions == "rope") {
+    q = rope(q, positions, cfg_.rope_theta);
+    k = rope(k, positions, cfg_.rope_theta);
+  }
+  Tensor a = attention(q, k, v, mask).out.view({B, T, H * D});
+  Tensor y = add(x, dropout(proj(a, p + "self_attn.o_proj"), cfg_.dropout, training_));
+  Tensor m = mlp(norm(y, p + "post_attention_layernorm"), p + "mlp.");
+  return add(y, dropout(m, cfg_.dropout, training_));
+}
+
+Tensor TransformerLM::forward(const Tensor& ids, const Tensor& positions, const AttentionMask* mask) const {
+  if (ids.dim() != 2 || ids.dtype() != DType::i64) throw std::invalid_argument("forward: ids must be i64 [B, T]");
+  const int64_t B = ids.size(0), T = ids.size(1);
+  Tensor pos = positions.defined() ? positions : Tensor::arange(T).view({1, T}).expand({B, T}).contiguous();
+  AttentionMask m = mask ? *mask : AttentionMask{};
+  m.causal = true;
+  Tensor x = embed(ids, pos);
+  for (int l = 0; l < cfg_.n_layers; ++l) {
+    if (recompute_ && grad_enabled()) {
+      // The region runs again in backward, after this frame is gone: capture by value.
+      x = checkpoint([this, l, pos, m](const std::vector<Tensor>& in) { return std::vector<Tensor>{block(in[0], l, pos, m)}; },
+                     {x})[0];
+    } else {
+      x = block(x, l, pos, m);
+    }
+  }
+  return head(x);
+}
+
+// ---- cached decoding ------------------------------------------------------------------------------
+KVCache TransformerLM::new_cache(int64_t batch, int64_t capacity) const {
+  return KVCache(cfg_.n_layers, batch, capacity, cfg_.n_kv_heads, cfg_.head_dim(), dtype_);
+}
+
+// q [B, t, H, D]; k, v [B, t, Hkv, D] for the new positions (already rotated).
+Tensor TransformerLM::attention_cached(const Tensor& q, const Tensor& k, const Tensor& v, int l,
+                                       KVCache& cache) const {
+  const int64_t B = q.size(0), t = q.size(1), H = q.size(2), D = q.size(3);
+  KVCache::LayerKV& own = cache.layer(l);
+  int64_t keys = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t at = cache.own_length(b);
+    if (at + t > cache.capacity())
+      throw std::runtime_error("KVCache: row " + std::to_string(b) + " needs " + std::to_string(at + t) +
+                               " positions but has capacity " + std::to_string(cache.capacity()));
+    own.k.narrow(0, b, 1).narrow(1, at, t).copy_(k.narrow(0, b, 1));
+    own.v.narrow(0, b, 1).narrow(1, at, t).copy_(v.narrow(0, b, 1));
+    keys = std::max(keys, at + t);
+  }
+  // Own positions: query i of row b sees keys j <= own_length(b) + i.
+  std::vector<uint8_t> mask(size_t(B * t * keys), 0);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < t; ++i)
+      for (int64_t j = 0; j <= cache.own_length(b) + i; ++j) mask[size_t((b * t + i) * keys + j)] = 1;
+  AttentionMask m;
+  m.mask = Tensor::from_vector(mask, {B, t, keys});
+  AttentionResult res = attention(q, own.k.narrow(1, 0, keys).contiguous(), own.v.narrow(1, 0, keys).contiguous(), m);
+  // Shared prefixes: rows continuing the same source row read its keys in place, together.
+  for (const KVCache::Segment& seg : cache.segments()) {
+    std::map<std::pair<int64_t, int64_t>, std::vector<int64_t>> groups;  // (source row, length) -> rows
+    for (int64_t b = 0; b < B; ++b)
+      if (seg.lens[size_t(b)] > 0) groups[{seg.rows[size_t(b)], seg.lens[size_t(b)]}].push_back(b);
+    if (groups.empty()) continue;
+    Tensor out = Tensor::zeros({B, t, H, D}, q.dtype());
+    Tensor lse = Tensor::full({B, H, t}, -INFINITY, q.dtype());
+    const KVCache::LayerKV& src = (*seg.layers)[size_t(l)];
+    for (auto& [key, rows] : groups) {
+      auto [row, len] = key;
+      std::vector<Tensor> qs;
+      for (int64_t b : rows) qs.push_back(q.narrow(0, b, 1));
+      Tensor qg = concat(qs, 1);  // [1, n t, H, D]: every query sees the whole prefix
+      AttentionResult r = attention(qg, src.k.narrow(0, row, 1).narrow(1, 0, len),
+                                    src.v.narrow(0, row, 1).narrow(1, 0, len));
+      for (size_t j = 0; j < rows.size(); ++j) {
+        out.narrow(0, rows[j], 1).copy_(r.out.narrow(1, int64_t(j) * t, t));
+        lse.narrow(0, rows[j], 1).copy_(r.lse.narrow(2, int64_t(j) * t, t));
+      }
+    }
+    res = merge_attention(res, {out, lse});
+  }
+  return res.out;
+}
+
+Tensor TransformerLM::forward_cached(const Tensor& ids, KVCache& cache, const std::vector<int64_t>& counts) const {
+  NoGradGuard ng;
+  const int64_t B = ids.size(0), t = ids.size(1), H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, D = cfg_.head_dim();
+  if (B != cache.batch()) throw std::invalid_argument("forward_cached: ids batch differs from the cache's");
+  std::vector<int64_t> n = counts.empty() ? std::vector<int64_t>(size_t(B), t) : counts;
+  std::vector<int64_t> pos(size_t(B * t));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < t; ++i) pos[size_t(b * t + i)] = cache.length(b) + std::min(i, std::max<int64_t>(n[size_t(b)] - 1, 0));
+  Tensor positions = Tensor::from_vector(pos, {B, t});
+  Tensor x = embed(ids, positions);
+  for (int l = 0; l < cfg_.n_layers; ++l) {
+    std::string p = layer_prefix(l);
+    Tensor h = norm(x, p + "input_layernorm");
+    Tensor q = proj(h, p + "self_attn.q_proj").view({B, t, H, D});
+    Tensor k = proj(h, p + "self_attn.k_proj").view({B, t, Hkv, D});
+    Tensor v = proj(h, p + "self_attn.v_proj").view({B, t, Hkv, D});
+    if (cfg_.positions == "rope") {
+      q = rope(q, positions, cfg_.rope_theta);
+      k = rope(k, positions, cfg_.rope_theta);
+    }
+    Tensor a = attention_cached(q, k, v, l, cache).reshape({B, t, H * D});
+    x = add(x, proj(a, p + "self_attn.o_proj"));
+    x = add(x, mlp(norm(x, p + "post_attention_layernorm"), p + "mlp."));
+  }
+  cache.advance(n);
+  return head(x);
+}
+
+}  // namespace loom::models

@@ -1,0 +1,74 @@
+// transformer.h: a decoder-only transformer LM (Llama and GPT-2 variants from one config).
+// The model is plain: parameters are registered under Hugging Face Llama names, and each
+// initial value is a pure function of (seed, name, full shape), so every parallel layout and
+// every resumed run starts from the same model. Parallelism is applied beside it (parallel/).
+#pragma once
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "models/config.h"
+#include "models/kv_cache.h"
+#include "runtime/ops.h"
+
+namespace loom::models {
+
+using runtime::Tensor;
+
+struct NamedParameter {
+  std::string name;  // e.g. "model.layers.3.self_attn.q_proj.weight"
+  Tensor tensor;
+  bool no_decay;     // norms, biases and embeddings (AdamW excludes them when configured)
+};
+
+// Deterministic initial value of a parameter: N(0, std^2) from Philox keyed by (seed, name).
+Tensor init_normal(uint64_t seed, const std::string& name, const runtime::Dims& shape, double std,
+                   runtime::DType dtype);
+
+class TransformerLM {
+ public:
+  TransformerLM(ModelConfig cfg, uint64_t seed, runtime::DType dtype = runtime::DType::f32);
+
+  // ids [B, T] i64 -> logits [B, T, V]. positions [B, T] i64 default to 0..T-1 (they may
+  // repeat or jump: parallel reasoning paths share start positions). `mask` adds structure to
+  // the causal mask (packed documents, paths that must not see each other).
+  Tensor forward(const Tensor& ids, const Tensor& positions = Tensor(),
+                 const runtime::AttentionMask* mask = nullptr) const;
+  // Incremental decoding: appends ids [B, t] at each row's current cache length and returns
+  // logits [B, t, V]. Rows attend to their prefix (possibly shared, see KVCache::fork).
+  // counts[b] (default: all t) is how many of row b's t ids are real; the rest are padding.
+  Tensor forward_cached(const Tensor& ids, KVCache& cache, const std::vector<int64_t>& counts = {}) const;
+  KVCache new_cache(int64_t batch, int64_t capacity) const;
+
+  const ModelConfig& config() const { return cfg_; }
+  std::vector<NamedParameter>& parameters() { return params_; }
+  const std::vector<NamedParameter>& parameters() const { return params_; }
+  Tensor& param(const std::string& name);
+  const Tensor& param(const std::string& name) const;
+  bool has_param(const std::string& name) const { return index_.count(name) > 0; }
+  void set_training(bool t) { training_ = t; }
+  bool training() const { return training_; }
+  // Activation checkpointing per block (recompute in backward).
+  void set_recompute(bool r) { recompute_ = r; }
+
+ private:
+  void add_param(const std::string& name, const runtime::Dims& shape, double std, bool no_decay, uint64_t seed,
+           double fill = 0.0);
+  Tensor norm(const Tensor& x, const std::string& prefix) const;
+  Tensor mlp(const Tensor& h, const std::string& prefix) const;
+  Tensor proj(const Tensor& x, const std::string& name) const;  // linear with optional bias
+  Tensor embed(const Tensor& ids, const Tensor& positions) const;
+  Tensor head(const Tensor& x) const;
+  Tensor block(const Tensor& x, int layer, const Tensor& positions, const runtime::AttentionMask& mask) const;
+  Tensor attention_cached(const Tensor& q, const Tensor& k, const Tensor& v, int layer, KVCache& cache) const;
+
+  ModelConfig cfg_;
+  runtime::DType dtype_;
+  std::vector<NamedParameter> params_;
+  std::map<std::string, size_t> index_;
+  bool training_ = true;
+  bool recompute_ = false;
+};
+
+}  // namespace loom::models

@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""make_golden.py: the PyTorch reference behind Loom's golden tests (tests/runtime/test_golden.cpp).
+
+Writes, with a small pure-Python safetensors writer (no `safetensors`/`transformers` needed):
+  llama_block_f32.safetensors, llama_block_f64.safetensors
+      One Llama decoder block written out here exactly as Hugging Face LlamaDecoderLayer computes
+      it: input RMSNorm, q/k/v projections (no bias), grouped-query attention with rotate-half
+      RoPE at explicit position ids (which repeat and jump, different per batch row), causal
+      softmax, o_proj, residual, post-attention RMSNorm, SwiGLU MLP down(silu(gate(x)) * up(x)),
+      residual. Loss = sum(out * R) for a fixed random R. Stored: the input `x`, `position_ids`
+      (i64), `R`, every weight under its HF name, a few activations (`act.*`), the output `out`,
+      `loss`, and the gradient of the input and of every weight (`grad.<name>`).
+  cross_entropy_f32.safetensors, cross_entropy_f64.safetensors
+      logits [N, V], targets with ignore_index -100, mean reduction, label_smoothing 0 and 0.1:
+      `loss.ls<s>` and `grad.logits.ls<s>`.
+
+Shapes (one alphabet): B batch, T time, C channels, H heads, Hkv key/value heads, D head dim,
+F ffn hidden, N rows, V vocab.
+
+Precision: Hugging Face upcasts RMSNorm and softmax to f32 and builds the RoPE angles in f32
+whatever the model dtype. The f32 files follow it exactly; the f64 files do every step in f64
+(an f32 step would cap agreement at ~1e-7, far above the 1e-10 the f64 test checks).
+
+Usage: python3 tools/make_golden.py --out tests/data/golden
+The run is deterministic (fixed seeds, one thread, deterministic algorithms); rerunning with
+the same PyTorch version reproduces the files byte for byte.
+"""
+import argparse
+import json
+import os
+import struct
+
+import torch
+
+# ---- config ----------------------------------------------------------------------------------
+B, T = 2, 8
+C, H, HKV, D, F = 64, 4, 2, 16, 96
+EPS = 1e-6
+THETA = 10000.0
+# Explicit positions: repeats (2, 3 twice) and jumps (4 -> 9), different per row.
+POSITION_IDS = [[0, 1, 2, 3, 2, 3, 4, 9],
+                [5, 6, 7, 0, 1, 2, 11, 12]]
+CE_N, CE_V = 12, 37
+CE_IGNORE = -100
+CE_SMOOTHING = [0.0, 0.1]
+SEED = 1234
+
+# ---- a minimal safetensors writer ------------------------------------------------------------
+ST_DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.bfloat16: "BF16", torch.float16: "F16",
+             torch.int32: "I32", torch.int64: "I64", torch.uint8: "U8", torch.bool: "BOOL"}
+
+
+def tensor_bytes(t):
+    t = t.detach().cpu().contiguous()
+    if t.dtype == torch.bfloat16:  # numpy has no bf16: write the raw 16-bit patterns
+        t = t.view(torch.int16)
+    return t.numpy().tobytes()  # numpy arrays are little-endian on every platform we build on
+
+
+def write_safetensors(path, tensors, metadata):
+    """tensors: list of (name, tensor) written in order, contiguous without holes.
+    Header: compact JSON, __metadata__ first (keys sorted), padded with spaces so that 8 + len is a
+    multiple of 8: the same bytes as Loom's write_safetensors (test_safetensors.cpp checks it)."""
+    header, blobs, offset = {"__metadata__": dict(sorted(metadata.items()))}, [], 0
+    for name, t in tensors:
+        assert name not in header, f"duplicate tensor name {name}"
+        b = tensor_bytes(t)
+        header[name] = {"dtype": ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(b)]}
+        blobs.append(b)
+        offset += len(b)
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * ((8 - len(text) % 8) % 8)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for b in blobs:
+            f.write(b)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return os.path.getsize(path)
+
+
+# ---- the Llama block, as HF LlamaDecoderLayer ------------------------------------------------
+def rms_norm(x, w, f32_upcast):
+    # HF LlamaRMSNorm: w * (x * rsqrt(mean(x^2) + eps)), the normalisation in f32.
+    dt = x.dtype
+    h = x.to(torch.float32) if f32_upcast else x
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + EPS)
+    return w * h.to(dt)
+
+
+def rope_cos_sin(position_ids, dtype, f32_angles):
+    # HF LlamaRotaryEmbedding: inv_freq_i = theta^(-2i/D); emb = cat(freqs, freqs).
+    adt = torch.float32 if f32_angles else dtype
+    inv_freq = 1.0 / (THETA ** (torch.arange(0, D, 2, dtype=torch.int64).to(adt) / D))  # [D/2]
+    freqs = position_ids.to(adt)[:, :, None] * inv_freq[None, None, :]  # [B, T, D/2]
+    emb = torch.cat((freqs, freqs), dim=-1)  # [B, T, D]
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def rotate_half(x):
+    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def llama_block(x, w, position_ids, hf_precision):
+    """x [B, T, C] -> out [B, T, C], plus activations for debugging."""
+    act = {}
+    residual = x
+    h = rms_norm(x, w["input_layernorm.weight"], hf_precision)
+    q = (h @ w["self_attn.q_proj.weight"].T).view(B, T, H, D).transpose(1, 2)  # [B, H, T, D]
+    k = (h @ w["self_attn.k_proj.weight"].T).view(B, T, HKV, D).transpose(1, 2)  # [B, Hkv, T, D]
+    v = (h @ w["self_attn.v_proj.weight"].T).view(B, T, HKV, D).transpose(1, 2)
+    cos, sin = rope_cos_sin(position_ids, x.dtype, hf_precision)
+    cos, sin = cos[:, None], sin[:, None]  # [B, 1, T, D]
+    q = q * cos + rotate_half(q) * sin
+    k = k * cos + rotate_half(k) * sin
+    act["act.q_rope"] = q.transpose(1, 2)  # [B, T, H, D]
+    act["act.k_rope"] = k.transpose(1, 2)  # [B, T, Hkv, D]
+    # repeat_kv: query head h reads key/value head h // (H / Hkv).
+    k = k.repeat_interleave(H // HKV, dim=1)
+    v = v.repeat_interleave(H // HKV, dim=1)
+    scores = (q @ k.transpose(2, 3)) * D**-0.5  # [B, H, T, T], HF: * self.scaling
+    # HF's causal mask follows the token index (cache_position), not position_ids.
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    scores = scores.masked_fill(~causal, float("-inf"))
+    p = torch.softmax(scores, dim=-1, dtype=torch.float32).to(x.dtype) if hf_precision else torch.softmax(scores, dim=-1)
+    attn = (p @ v).transpose(1, 2).contiguous()  # [B, T, H, D]
+    act["act.attn"] = attn
+    h = residual + attn.reshape(B, T, C) @ w["self_attn.o_proj.weight"].T
+    act["act.h"] = h
+    residual = h
+    h = rms_norm(h, w["post_attention_layernorm.weight"], hf_precision)
+    gate = h @ w["mlp.gate_proj.weight"].T
+    up = h @ w["mlp.up_proj.weight"].T
+    out = residual + (torch.nn.functional.silu(gate) * up) @ w["mlp.down_proj.weight"].T
+    return out, act
+
+
+def make_llama(dtype, out_dir, gen_seed):
+    g = torch.Generator().manual_seed(gen_seed)
+    # Drawn in f64 so that the f32 and f64 files hold the same problem (f32 = rounded f64).
+    randn = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)
+    x = randn(B, T, C)
+    shapes = [("input_layernorm.weight", (C,)), ("self_attn.q_proj.weight", (H * D, C)),
+              ("self_attn.k_proj.weight", (HKV * D, C)), ("self_attn.v_proj.weight", (HKV * D, C)),
+              ("self_attn.o_proj.weight", (C, H * D)), ("post_attention_layernorm.weight", (C,)),
+              ("mlp.gate_proj.weight", (F, C)), ("mlp.up_proj.weight", (F, C)), ("mlp.down_proj.weight", (C, F))]
+    w = {}
+    for name, shape in shapes:
+        if len(shape) == 1:
+            w[name] = 1.0 + 0.1 * randn(*shape)  # norm gains near 1 but not 1
+        else:
+            w[name] = randn(*shape) / shape[1] ** 0.5  # unit-scale activations
+    R = randn(B, T, C)
+    position_ids = torch.tensor(POSITION_IDS, dtype=torch.int64)
+
+    x = x.to(dtype).requires_grad_(True)
+    w = {k: v.to(dtype).requires_grad_(True) for k, v in w.items()}
+    R = R.to(dtype)
+    out, act = llama_block(x, w, position_ids, hf_precision=(dtype == torch.float32))
+    loss = (out * R).sum()
+    loss.backward()
+
+    tensors = [("x", x), ("position_ids", position_ids), ("R", R)]
+    tensors += [(k, v) for k, v in w.items()]
+    tensors += [(k, v) for k, v in act.items()]
+    tensors += [("out", out), ("loss", loss), ("grad.x", x.grad)]
+    tensors += [("grad." + k, v.grad) for k, v in w.items()]
+    suffix = {torch.float32: "f32", torch.float64: "f64"}[dtype]
+    meta = {"generator": "tools/make_golden.py", "torch_version": torch.__version__, "case": "llama_block",
+            "dtype": suffix, "B": str(B), "T": str(T), "C": str(C), "H": str(H), "Hkv": str(HKV), "D": str(D),
+            "F": str(F), "rms_norm_eps": repr(EPS), "rope_theta": repr(THETA), "seed": str(gen_seed)}
+    path = os.path.join(out_dir, f"llama_block_{suffix}.safetensors")
+    size = write_safetensors(path, [(k, v.detach()) for k, v in tensors], meta)
+    print(f"{path}: {size} bytes, loss {loss.item():.10g}")
+
+
+def make_cross_entropy(dtype, out_dir, gen_seed):
+    g = torch.Generator().manual_seed(gen_seed)
+    logits = (2.0 * torch.randn(CE_N, CE_V, generator=g, dtype=torch.float64)).to(dtype)  # [N, V]
+    target = torch.randint(0, CE_V, (CE_N,), generator=g, dtype=torch.int64)  # [N]
+    target[[2, 7, 8]] = CE_IGNORE
+    tensors = [("logits", logits), ("target", target)]
+    for s in CE_SMOOTHING:
+        lg = logits.clone().requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(lg, target, ignore_index=CE_IGNORE, label_smoothing=s,
+                                                 reduction="mean")
+        loss.backward()
+        tensors += [(f"loss.ls{s}", loss.detach()), (f"grad.logits.ls{s}", lg.grad)]
+    suffix = {torch.float32: "f32", torch.float64: "f64"}[dtype]
+    meta = {"generator": "tools/make_golden.py", "torch_version": torch.__version__, "case": "cross_entropy",
+            "dtype": suffix, "N": str(CE_N), "V": str(CE_V), "ignore_index": str(CE_IGNORE),
+            "label_smoothing": ",".join(str(s) for s in CE_SMOOTHING), "reduction": "mean", "seed": str(gen_seed)}
+    path = os.path.join(out_dir, f"cross_entropy_{suffix}.safetensors")
+    size = write_safetensors(path, tensors, meta)
+    print(f"{path}: {size} bytes")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="tests/data/golden", help="output directory")
+    ap.add_argument("--seed", type=int, default=SEED, help="base seed (the committed files use the default)")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    for dtype in (torch.float32, torch.float64):
+        make_llama(dtype, args.out, args.seed)
+        make_cross_entropy(dtype, args.out, args.seed + 1)
+
+
+if __name__ == "__main__":
+    main()
