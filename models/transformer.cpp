@@ -160,7 +160,7 @@ Tensor TransformerLM::attention_cached(const Tensor& q, const Tensor& k, const T
     keys = std::max(keys, at + t);
   }
   // Own positions: query i of row b sees keys j <= own_length(b) + i.
-  std::vector<uint8_t> mask(size_t(B * t * keys), 0);
+  std::vector<uint8_t> mask(static_cast<size_t>(B * t * keys), 0);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t i = 0; i < t; ++i)
       for (int64_t j = 0; j <= cache.own_length(b) + i; ++j) mask[size_t((b * t + i) * keys + j)] = 1;
@@ -198,7 +198,7 @@ Tensor TransformerLM::forward_cached(const Tensor& ids, KVCache& cache, const st
   const int64_t B = ids.size(0), t = ids.size(1), H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, D = cfg_.head_dim();
   if (B != cache.batch()) throw std::invalid_argument("forward_cached: ids batch differs from the cache's");
   std::vector<int64_t> n = counts.empty() ? std::vector<int64_t>(size_t(B), t) : counts;
-  std::vector<int64_t> pos(size_t(B * t));
+  std::vector<int64_t> pos(static_cast<size_t>(B * t));
   for (int64_t b = 0; b < B; ++b)
     for (int64_t i = 0; i < t; ++i) pos[size_t(b * t + i)] = cache.length(b) + std::min(i, std::max<int64_t>(n[size_t(b)] - 1, 0));
   Tensor positions = Tensor::from_vector(pos, {B, t});

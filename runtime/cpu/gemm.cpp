@@ -3,6 +3,9 @@
 // so transposes never copy.
 #include "runtime/cpu/gemm.h"
 
+#include <chrono>
+#include <vector>
+
 #include <Eigen/Core>
 
 #include "runtime/cpu/common.h"
@@ -113,5 +116,25 @@ void k_matmul(const KernelArgs& args) {
 }  // namespace
 
 void register_gemm_kernels(KernelTable& t) { t.fn[size_t(Op::matmul)] = k_matmul; }
+
+}  // namespace loom::runtime::cpu
+
+namespace loom::runtime::cpu {
+
+double measured_gemm_peak_flops(double seconds) {
+  const int64_t n = 512;
+  std::vector<float> a(static_cast<size_t>(n * n), 1.0f), b(static_cast<size_t>(n * n), 0.5f),
+      c(static_cast<size_t>(n * n));
+  gemm(false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);  // warm-up
+  double best = 0;
+  auto start = std::chrono::steady_clock::now();
+  do {
+    auto t0 = std::chrono::steady_clock::now();
+    gemm(false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, 2.0 * double(n) * double(n) * double(n) / dt);
+  } while (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < seconds);
+  return best;
+}
 
 }  // namespace loom::runtime::cpu

@@ -14,3 +14,9 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double al
 const char* gemm_library();
 
 }  // namespace loom::runtime::cpu
+
+namespace loom::runtime::cpu {
+// This machine's f32 GEMM rate (FLOP/s) at the current thread count, measured once on a
+// square product for about `seconds`: the denominator of MFU on the CPU.
+double measured_gemm_peak_flops(double seconds = 0.2);
+}  // namespace loom::runtime::cpu

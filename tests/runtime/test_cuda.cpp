@@ -420,20 +420,24 @@ TEST(CudaUnary, BackwardMapsMatchCpu) {
     for (DType dt : {DType::f32, DType::f64}) {
       Tensor x = randn({7, 301}, 31, dt, 2.0), gy = randn({7, 301}, 32, dt);
       Both r = run_both(op, {x, gy}, {{x.shape(), dt}});
-      double rtol = dt == DType::f32 ? 1e-6 : 1e-13, atol = dt == DType::f32 ? 1e-6 : 1e-14;
+      // f32: (1 - tanh^2) and (1 + erf) cancel, so a 1-2 ulp difference between CUDA's and the
+      // host libm's tanhf/erff/expf shows up as ~1e-6 of gy; allow a few of those.
+      double rtol = dt == DType::f32 ? 1e-5 : 1e-13, atol = dt == DType::f32 ? 5e-6 : 1e-14;
       expect_close(r.cuda[0], r.cpu[0], rtol, atol, std::string(op_name(op)) + " " + dtype_name(dt));
     }
   }
 }
 
-TEST(CudaUnary, StridedInputIsRejectedLikeTheCpu) {
+TEST(CudaUnary, StridedInputRunsThroughTheHostFallback) {
   SKIP_WITHOUT_CUDA();
+  // The CPU kernel wants a contiguous input; the host fallback hands it contiguous host copies.
   Tensor x = randn({8, 9}, 5);
   Tensor out_c = Tensor::empty({9, 8}), out_g = Tensor::empty({9, 8}, DType::f32, kGpu);
-  EXPECT_THROW(dispatch(Op::exp, {x.transpose(0, 1)}, {out_c}), std::logic_error);
+  dispatch(Op::exp, {x.transpose(0, 1).contiguous()}, {out_c});
   int64_t before = host_fallback_count(Op::exp);
-  EXPECT_THROW(dispatch(Op::exp, {gpu(x).transpose(0, 1)}, {out_g}), std::logic_error);
+  dispatch(Op::exp, {gpu(x).transpose(0, 1)}, {out_g});
   EXPECT_EQ(host_fallback_count(Op::exp), before + 1);
+  expect_close(out_g, out_c, 0, 0, "exp of a transposed input");
 }
 
 // ---- softmax family ----------------------------------------------------------------------------------
@@ -626,10 +630,11 @@ TEST(CudaMatmul, OperandWithoutUnitStrideGoesToTheHostKernel) {
   Tensor a = base.narrow(3, 0, 1).squeeze(3), b = randn({2, 6, 3}, 2);
   Tensor ag = gpu(base).narrow(3, 0, 1).squeeze(3);
   Tensor oc = Tensor::empty({2, 4, 3}), og = Tensor::empty({2, 4, 3}, DType::f32, kGpu);
-  EXPECT_THROW(dispatch(Op::matmul, {a, b}, {oc}), std::logic_error);
+  dispatch(Op::matmul, {a.contiguous(), b}, {oc});
   int64_t before = host_fallback_count(Op::matmul);
-  EXPECT_THROW(dispatch(Op::matmul, {ag, gpu(b)}, {og}), std::logic_error);
+  dispatch(Op::matmul, {ag, gpu(b)}, {og});  // host copies are contiguous, so the CPU kernel runs
   EXPECT_EQ(host_fallback_count(Op::matmul), before + 1);
+  expect_close(og, oc, 0, 0, "matmul through the host fallback");
 }
 
 // ---- end to end: a small MLP step through ops.h and autograd ------------------------------------------------

@@ -1,0 +1,89 @@
+// checkpoint.h: training checkpoints as HDF5 files, written atomically and verified on load.
+// The rule it keeps (DESIGN.md invariant 3, "nothing lost"): a checkpoint file either is
+// complete and verified or is not under its final name. A save writes a temporary file in the
+// same directory, flushes and fsyncs it, renames it into place and fsyncs the directory, so a
+// crash at any point leaves the previous checkpoint intact; a load checks the format tag and a
+// checksum of every tensor and of the metadata, and any problem is one CheckpointError naming
+// the file (and the dataset).
+//
+// File layout (readable with h5py / h5dump):
+//   /                  attrs: format = "loom-checkpoint-v1", step (i64), num_tensors (i64),
+//                             checksum_algorithm = "fnv1a64", meta_checksum (u64)
+//   /tensors/<name>    one dataset per tensor; '/' in the name makes groups, dots stay in the
+//                      dataset name ("tensors/optim/model.norm.weight/exp_avg"). Stored type:
+//                      f32/f64 IEEE LE, i32/i64/u8 integers LE, bf16/f16 as raw u16. attrs:
+//                      dtype (name), index (position in CheckpointState::tensors),
+//                      checksum (u64 FNV-1a 64 over name, dtype name, shape, raw LE bytes)
+//   /strings, /ints, /floats   groups holding CheckpointState's maps as attributes
+//
+// Writer is one process per directory (rank 0): concurrent saves into the same directory
+// are not supported.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "runtime/tensor.h"
+
+namespace loom::launch {
+
+inline constexpr const char* kCheckpointFormat = "loom-checkpoint-v1";
+
+// Any failure to write or read a checkpoint; what() names the file first:
+//   "checkpoint 'ckpt/step_00000100.h5': checksum mismatch in dataset 'model/lm_head.weight'"
+class CheckpointError : public std::runtime_error {
+ public:
+  explicit CheckpointError(const std::string& what) : std::runtime_error(what) {}
+};
+
+struct CheckpointState {
+  int64_t step = 0;
+  // Slash-path names, unique, e.g. "model/model.layers.0.self_attn.q_proj.weight",
+  // "optim/model.norm.weight/exp_avg". Saved from any device and layout; loaded as
+  // contiguous CPU tensors in the same order.
+  std::vector<std::pair<std::string, runtime::Tensor>> tensors;
+  std::map<std::string, std::string> strings;  // e.g. "config" -> Config::to_yaml()
+  std::map<std::string, int64_t> ints;         // e.g. "data/cursor"
+  std::map<std::string, double> floats;        // e.g. "loss_scale"
+
+  // The tensor called `name`, or an undefined Tensor.
+  runtime::Tensor find(const std::string& name) const;
+};
+
+// "dir/step_00000100.h5" (8 digits, wider for steps >= 10^8).
+std::string checkpoint_path(const std::string& dir, int64_t step);
+
+// Writes dir/step_<step>.h5 atomically (creating `dir` if needed) and returns its path. Stray
+// temporary files of earlier crashed saves are removed first. Afterwards, when keep_last > 0,
+// the oldest checkpoints are deleted until keep_last remain; the file just written is never
+// deleted. An existing checkpoint of the same step is replaced atomically.
+//
+// Test hook: with LOOM_TEST_KILL_IN_SAVE=<n> in the environment the process SIGKILLs itself
+// after writing (and flushing) n tensors to the temporary file, to test crash safety.
+std::string save_checkpoint(const std::string& dir, const CheckpointState& state, int keep_last = 0);
+
+// Reads a checkpoint. Checks the format tag, the structure and (with verify) every checksum;
+// throws CheckpointError naming the file on any problem (missing file, not HDF5, truncated,
+// missing attribute, checksum mismatch naming the dataset, ...).
+CheckpointState load_checkpoint(const std::string& path, bool verify = true);
+
+// Reads and checks a checkpoint like load_checkpoint(path, true) without keeping the tensors
+// (memory: one tensor at a time). Throws CheckpointError.
+void verify_checkpoint(const std::string& path);
+
+// Checkpoint files (dir/step_<digits>.h5) sorted by increasing step; temporaries ignored.
+// Empty when `dir` does not exist.
+std::vector<std::string> list_checkpoints(const std::string& dir);
+
+// The newest checkpoint in `dir` that verifies, or nullopt when there is none. When the newest
+// fails to verify: with fall_back_to_older=false its CheckpointError is thrown; with true a
+// warning naming the bad file goes to stderr and older ones are tried in turn; if every one
+// fails, CheckpointError (starting over silently could overwrite the run).
+// Verifying reads the whole file, one tensor at a time.
+std::optional<std::string> latest_checkpoint(const std::string& dir, bool fall_back_to_older = false);
+
+}  // namespace loom::launch

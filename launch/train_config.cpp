@@ -1,0 +1,173 @@
+// train_config.cpp: every `loom train` key, with its default, range and help, in one table.
+#include "launch/train_config.h"
+
+#include <stdexcept>
+
+#include "data/shards.h"
+#include "launch/quickstart_yaml.h"
+
+namespace loom::launch {
+
+const char* quickstart_yaml() { return kQuickstartYaml; }
+
+const ConfigSchema& train_schema() {
+  static const ConfigSchema schema = [] {
+    ConfigSchema s;
+    s.add_string("run.dir", "runs/default", "run directory: checkpoints/, metrics.jsonl, config.yaml");
+    s.add_int("run.seed", 1234, "seed of initialisation, data order and dropout", 0);
+    s.add_int("run.threads", 0, "CPU threads (0: OMP_NUM_THREADS or all cores)", 0, 1024);
+    s.add_enum("run.dtype", "f32", {"f32", "f64"}, "parameter and compute dtype");
+
+    s.add_enum("model.preset", "llama", {"llama", "gpt2"},
+               "defaults for norm/activation/positions/bias/tie_embeddings (llama: rmsnorm, swiglu, rope; "
+               "gpt2: layernorm, gelu, learned, biases, tied)");
+    s.add_int("model.vocab_size", 0, "vocabulary size (0: the tokenizer's)", 0);
+    s.add_int("model.d_model", 128, "hidden size C", 1);
+    s.add_int("model.n_layers", 4, "transformer blocks", 1, 4096);
+    s.add_int("model.n_heads", 4, "attention heads H", 1);
+    s.add_int("model.n_kv_heads", 0, "key/value heads for grouped-query attention (0: n_heads)", 0);
+    s.add_int("model.ffn_hidden", 0, "MLP hidden size F (0: llama 8C/3 rounded to 32, gpt2 4C)", 0);
+    s.add_enum("model.norm", "rmsnorm", {"rmsnorm", "layernorm"}, "normalisation (default from preset)");
+    s.add_enum("model.activation", "swiglu", {"swiglu", "gelu"}, "MLP activation (default from preset)");
+    s.add_enum("model.positions", "rope", {"rope", "learned"}, "position encoding (default from preset)");
+    s.add_float("model.rope_theta", 10000.0, "RoPE base", 1.0);
+    s.add_float("model.norm_eps", 1e-5, "normalisation epsilon", 0.0, 1.0);
+    s.add_bool("model.tie_embeddings", false, "share embed_tokens and lm_head (default from preset)");
+    s.add_bool("model.bias", false, "biases on projections (default from preset)");
+    s.add_int("model.max_seq_len", 0, "longest sequence (0: data.seq_len)", 0);
+    s.add_float("model.dropout", 0.0, "dropout probability", 0.0, 0.99);
+    s.add_float("model.init_std", 0.02, "std of the normal initialisation", 0.0);
+
+    s.add_enum("data.source", "arithmetic", {"arithmetic", "shards"}, "built-in arithmetic corpus or prepared shards");
+    s.add_int("data.seq_len", 64, "tokens per training row T", 1);
+    s.add_string("data.path", "", "shards: directory written by `loom data prepare`");
+    s.add_int("data.arithmetic.min_digits", 1, "fewest digits per operand", 1, 18);
+    s.add_int("data.arithmetic.max_digits", 3, "most digits per operand", 1, 18);
+    s.add_string("data.arithmetic.ops", "+", "operators drawn from this set of + - *");
+    s.add_bool("data.arithmetic.mask_prompt", false, "no loss on the problem part, only on answers");
+
+    s.add_int("train.steps", 1000, "optimizer steps", 1);
+    s.add_int("train.batch_size", 32, "rows of T tokens per optimizer step (global batch)", 1);
+    s.add_int("train.grad_accum", 1, "micro-batches per step (batch_size must divide by it)", 1);
+    s.add_int("train.log_every", 10, "steps between progress lines and metrics records", 1);
+    s.add_int("train.eval_every", 100, "steps between validation losses (0: only at the end)", 0);
+    s.add_int("train.eval_batches", 4, "validation batches per evaluation", 1);
+    s.add_bool("train.recompute", false, "activation checkpointing: recompute each block in backward");
+
+    s.add_enum("optim.name", "adamw", {"adamw", "sgd"}, "optimizer");
+    s.add_float("optim.lr", 3e-4, "peak learning rate", 0.0);
+    s.add_float("optim.beta1", 0.9, "AdamW beta1", 0.0, 1.0);
+    s.add_float("optim.beta2", 0.95, "AdamW beta2", 0.0, 1.0);
+    s.add_float("optim.eps", 1e-8, "AdamW epsilon", 0.0);
+    s.add_float("optim.weight_decay", 0.1, "decoupled weight decay", 0.0);
+    s.add_float("optim.momentum", 0.9, "SGD momentum", 0.0, 1.0);
+    s.add_string_list("optim.no_decay", {"norm", "bias", "embedding"},
+                      "parameter kinds without weight decay (norm, bias, embedding)");
+    s.add_float("optim.grad_clip", 1.0, "clip the global gradient norm to this (0: off)", 0.0);
+    s.add_enum("optim.schedule", "cosine", {"constant", "cosine", "wsd"}, "learning-rate schedule");
+    s.add_int("optim.warmup_steps", 0, "linear warmup steps", 0);
+    s.add_float("optim.min_lr_ratio", 0.1, "final learning rate as a fraction of lr", 0.0, 1.0);
+    s.add_float("optim.decay_fraction", 0.2, "wsd: fraction of steps spent decaying", 0.0, 1.0);
+    s.add_enum("optim.nan_policy", "stop", {"stop", "skip"},
+               "non-finite loss or gradient: stop with a checkpoint, or skip the step");
+
+    s.add_int("checkpoint.every", 0, "steps between checkpoints (0: only at the end)", 0);
+    s.add_int("checkpoint.keep", 3, "checkpoints kept (0: all)", 0);
+    return s;
+  }();
+  return schema;
+}
+
+DataSetup build_data(const Config& cfg) {
+  DataSetup d;
+  uint64_t seed = uint64_t(cfg.get_int("run.seed"));
+  if (cfg.get_string("data.source") == "arithmetic") {
+    data::ArithmeticConfig a;
+    a.min_digits = int(cfg.get_int("data.arithmetic.min_digits"));
+    a.max_digits = int(cfg.get_int("data.arithmetic.max_digits"));
+    a.ops = cfg.get_string("data.arithmetic.ops");
+    try {
+      a.validate();
+    } catch (const std::invalid_argument& e) {
+      throw ConfigError(cfg.source_name() + ": data.arithmetic: " + e.what());
+    }
+    d.tokenizer = data::arithmetic_tokenizer();
+    data::ArithmeticSourceOptions opt;
+    opt.mask_prompt = cfg.get_bool("data.arithmetic.mask_prompt");
+    d.source = std::make_unique<data::ArithmeticBatchSource>(a, d.tokenizer, seed, opt);
+    return d;
+  }
+  std::string dir = cfg.get_string("data.path");
+  if (dir.empty()) throw cfg.error("data.path", "data.source is shards but data.path is empty");
+  d.tokenizer = data::BpeTokenizer::load(dir + "/tokenizer.json");
+  d.source = std::make_unique<data::ShardBatchSource>(data::prepared_shards(dir, "train"), seed,
+                                                      data::prepared_shards(dir, "val"));
+  return d;
+}
+
+models::ModelConfig build_model_config(const Config& cfg, int64_t tokenizer_vocab) {
+  const bool gpt2 = cfg.get_string("model.preset") == "gpt2";
+  auto pick = [&](const std::string& key, const std::string& gpt2_value) {
+    return cfg.was_set(key) || !gpt2 ? cfg.get_string(key) : gpt2_value;
+  };
+  auto pick_bool = [&](const std::string& key, bool gpt2_value) {
+    return cfg.was_set(key) || !gpt2 ? cfg.get_bool(key) : gpt2_value;
+  };
+  models::ModelConfig m;
+  m.vocab_size = cfg.get_int("model.vocab_size") ? cfg.get_int("model.vocab_size") : tokenizer_vocab;
+  if (m.vocab_size < tokenizer_vocab)
+    throw cfg.error("model.vocab_size", "is " + std::to_string(m.vocab_size) + " but the tokenizer has " +
+                                            std::to_string(tokenizer_vocab) + " tokens");
+  m.d_model = cfg.get_int("model.d_model");
+  m.n_layers = cfg.get_int("model.n_layers");
+  m.n_heads = cfg.get_int("model.n_heads");
+  m.n_kv_heads = cfg.get_int("model.n_kv_heads") ? cfg.get_int("model.n_kv_heads") : m.n_heads;
+  m.norm = pick("model.norm", "layernorm");
+  m.activation = pick("model.activation", "gelu");
+  m.positions = pick("model.positions", "learned");
+  m.tie_embeddings = pick_bool("model.tie_embeddings", true);
+  m.bias = pick_bool("model.bias", true);
+  m.ffn_hidden = cfg.get_int("model.ffn_hidden");
+  if (m.ffn_hidden == 0) m.ffn_hidden = m.activation == "swiglu" ? (8 * m.d_model / 3 + 31) / 32 * 32 : 4 * m.d_model;
+  m.rope_theta = cfg.get_float("model.rope_theta");
+  m.norm_eps = cfg.get_float("model.norm_eps");
+  m.max_seq_len = cfg.get_int("model.max_seq_len") ? cfg.get_int("model.max_seq_len") : cfg.get_int("data.seq_len");
+  if (m.max_seq_len < cfg.get_int("data.seq_len"))
+    throw cfg.error("model.max_seq_len", "is shorter than data.seq_len (" + std::to_string(cfg.get_int("data.seq_len")) + ")");
+  m.dropout = cfg.get_float("model.dropout");
+  m.init_std = cfg.get_float("model.init_std");
+  try {
+    m.validate();
+  } catch (const std::invalid_argument& e) {
+    throw ConfigError(cfg.source_name() + ": " + e.what());
+  }
+  return m;
+}
+
+optim::ScheduleOptions build_schedule(const Config& cfg) {
+  optim::ScheduleOptions s;
+  s.kind = cfg.get_string("optim.schedule");
+  s.lr = cfg.get_float("optim.lr");
+  s.warmup_steps = cfg.get_int("optim.warmup_steps");
+  s.total_steps = cfg.get_int("train.steps");
+  s.min_lr_ratio = cfg.get_float("optim.min_lr_ratio");
+  s.decay_fraction = cfg.get_float("optim.decay_fraction");
+  return s;
+}
+
+std::unique_ptr<optim::Optimizer> build_optimizer(const Config& cfg, std::vector<optim::ParamRef> params) {
+  if (cfg.get_string("optim.name") == "sgd") {
+    optim::SGDOptions o;
+    o.momentum = cfg.get_float("optim.momentum");
+    o.weight_decay = cfg.get_float("optim.weight_decay");
+    return std::make_unique<optim::SGD>(std::move(params), o);
+  }
+  optim::AdamWOptions o;
+  o.beta1 = cfg.get_float("optim.beta1");
+  o.beta2 = cfg.get_float("optim.beta2");
+  o.eps = cfg.get_float("optim.eps");
+  o.weight_decay = cfg.get_float("optim.weight_decay");
+  return std::make_unique<optim::AdamW>(std::move(params), o);
+}
+
+}  // namespace loom::launch

@@ -1,0 +1,30 @@
+// train_config.h: the schema of `loom train` configs and the builders that turn a validated
+// Config into the model config, the data source and the optimizer/schedule options.
+#pragma once
+#include <memory>
+
+#include "data/loader.h"
+#include "data/tokenizer.h"
+#include "launch/config.h"
+#include "models/config.h"
+#include "optim/optimizer.h"
+#include "optim/schedule.h"
+
+namespace loom::launch {
+
+const ConfigSchema& train_schema();
+// The quickstart config compiled into the binary (configs/quickstart.yaml).
+const char* quickstart_yaml();
+
+struct DataSetup {
+  data::BpeTokenizer tokenizer;
+  std::unique_ptr<data::BatchSource> source;
+};
+// Builds the tokenizer and batch source named by data.*; errors name the key or file.
+DataSetup build_data(const Config& cfg);
+// model.* with vocab from the tokenizer when model.vocab_size is 0.
+models::ModelConfig build_model_config(const Config& cfg, int64_t tokenizer_vocab);
+optim::ScheduleOptions build_schedule(const Config& cfg);
+std::unique_ptr<optim::Optimizer> build_optimizer(const Config& cfg, std::vector<optim::ParamRef> params);
+
+}  // namespace loom::launch
