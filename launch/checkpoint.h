@@ -8,16 +8,18 @@
 //
 // File layout (readable with h5py / h5dump):
 //   /                  attrs: format = "loom-checkpoint-v1", step (i64), num_tensors (i64),
-//                             checksum_algorithm = "fnv1a64", meta_checksum (u64)
+//                             checksum_algorithm = "fnv1a64-blocks", meta_checksum (u64,
+//                             FNV-1a 64 over step, num_tensors and the three maps)
 //   /tensors/<name>    one dataset per tensor; '/' in the name makes groups, dots stay in the
 //                      dataset name ("tensors/optim/model.norm.weight/exp_avg"). Stored type:
 //                      f32/f64 IEEE LE, i32/i64/u8 integers LE, bf16/f16 as raw u16. attrs:
 //                      dtype (name), index (position in CheckpointState::tensors),
-//                      checksum (u64 FNV-1a 64 over name, dtype name, shape, raw LE bytes)
+//                      checksum (u64: FNV-1a 64 over name, dtype name, shape, byte count and
+//                      the FNV-1a 64 digests of each 1 MiB block of the raw LE bytes)
 //   /strings, /ints, /floats   groups holding CheckpointState's maps as attributes
 //
-// Writer is one process per directory (rank 0): concurrent saves into the same directory
-// are not supported.
+// One writer per directory (rank 0): concurrent saves into the same directory are not
+// supported. The HDF5 library is the serial build: call these from one thread at a time.
 #pragma once
 #include <cstdint>
 #include <map>

@@ -1,8 +1,13 @@
 // dispatch.cpp: picks the kernel table by device, runs half-precision tensors through f32
 // kernels, and runs ops a device does not implement on host copies.
+#include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "runtime/kernels.h"
 
@@ -15,6 +20,25 @@ const char* const kOpNames[] = {
 #undef LOOM_OP
 };
 std::atomic<int64_t> g_fallbacks[kNumOps];
+
+// LOOM_PROFILE=1: wall time and calls per op, printed to stderr at exit (where the time goes).
+struct OpProfile {
+  bool enabled = std::getenv("LOOM_PROFILE") != nullptr;
+  std::atomic<int64_t> ns[kNumOps] = {}, calls[kNumOps] = {};
+  ~OpProfile() {
+    if (!enabled) return;
+    std::vector<int> order;
+    int64_t total = 0;
+    for (int i = 0; i < kNumOps; ++i)
+      if (calls[i]) order.push_back(i), total += ns[i];
+    std::sort(order.begin(), order.end(), [&](int a, int b) { return ns[a] > ns[b]; });
+    std::fprintf(stderr, "\n%-28s %10s %10s %7s\n", "op (LOOM_PROFILE)", "calls", "ms", "share");
+    for (int i : order)
+      std::fprintf(stderr, "%-28s %10lld %10.1f %6.1f%%\n", op_name(Op(i)), (long long)calls[i].load(),
+                   double(ns[i]) / 1e6, 100.0 * double(ns[i]) / double(std::max<int64_t>(total, 1)));
+  }
+};
+OpProfile g_profile;
 
 KernelTable make_cpu_table() {
   KernelTable t;
@@ -83,6 +107,13 @@ void dispatch(Op op, std::span<const Tensor> in, std::span<Tensor> out, const Op
   for (const Tensor& t : in) visit(t);
   if (has_half && !is_memory_op(op)) return dispatch_widened(op, in, out, attrs);
   KernelFn fn = kernel_table(dev.type).fn[size_t(op)];
+  if (fn && g_profile.enabled) {
+    auto t0 = std::chrono::steady_clock::now();
+    fn(KernelArgs{in, out, attrs});
+    g_profile.ns[int(op)] += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+    g_profile.calls[int(op)] += 1;
+    return;
+  }
   if (fn) return fn(KernelArgs{in, out, attrs});
   if (dev.is_cpu()) throw std::logic_error(std::string("no CPU kernel for ") + op_name(op));
   dispatch_on_host(op, in, out, attrs);

@@ -4,7 +4,7 @@
 set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config ccache python3
-  libeigen3-dev libopenblas-dev
+  libeigen3-dev libopenblas-openmp-dev
   libopenmpi-dev openmpi-bin
   libhdf5-dev libcli11-dev libyaml-cpp-dev nlohmann-json3-dev libgtest-dev
 )

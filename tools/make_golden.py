@@ -44,6 +44,16 @@ CE_N, CE_V = 12, 37
 CE_IGNORE = -100
 CE_SMOOTHING = [0.0, 0.1]
 SEED = 1234
+# Whole model (llama_model_*): a small Llama, ten AdamW steps on one fixed batch. D = 24 / 4 = 6
+# (three RoPE frequencies, rotate-half pairs (i, i + 3)); H / Hkv = 2 query heads per kv head.
+# Small enough that initial weights, gradients and final weights fit in < 300 KB in f64.
+MODEL = {"vocab_size": 61, "d_model": 24, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "ffn_hidden": 32,
+         "norm_eps": 1e-5, "rope_theta": 10000.0, "init_std": 0.02}
+MODEL_B, MODEL_T = 2, 7
+MODEL_IGNORE = -100
+MODEL_IGNORED = [(0, 2), (1, 5)]  # (b, t) whose target is ignore_index
+ADAMW_LR, ADAMW_BETAS, ADAMW_EPS, ADAMW_WD = 1e-2, (0.9, 0.95), 1e-8, 0.1
+TRAIN_STEPS = 10
 
 # ---- a minimal safetensors writer ------------------------------------------------------------
 ST_DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.bfloat16: "BF16", torch.float16: "F16",
@@ -83,18 +93,18 @@ def write_safetensors(path, tensors, metadata):
 
 
 # ---- the Llama block, as HF LlamaDecoderLayer ------------------------------------------------
-def rms_norm(x, w, f32_upcast):
+def rms_norm(x, w, f32_upcast, eps=EPS):
     # HF LlamaRMSNorm: w * (x * rsqrt(mean(x^2) + eps)), the normalisation in f32.
     dt = x.dtype
     h = x.to(torch.float32) if f32_upcast else x
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + EPS)
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
     return w * h.to(dt)
 
 
-def rope_cos_sin(position_ids, dtype, f32_angles):
+def rope_cos_sin(position_ids, dtype, f32_angles, D=D, theta=THETA):
     # HF LlamaRotaryEmbedding: inv_freq_i = theta^(-2i/D); emb = cat(freqs, freqs).
     adt = torch.float32 if f32_angles else dtype
-    inv_freq = 1.0 / (THETA ** (torch.arange(0, D, 2, dtype=torch.int64).to(adt) / D))  # [D/2]
+    inv_freq = 1.0 / (theta ** (torch.arange(0, D, 2, dtype=torch.int64).to(adt) / D))  # [D/2]
     freqs = position_ids.to(adt)[:, :, None] * inv_freq[None, None, :]  # [B, T, D/2]
     emb = torch.cat((freqs, freqs), dim=-1)  # [B, T, D]
     return emb.cos().to(dtype), emb.sin().to(dtype)
@@ -105,15 +115,18 @@ def rotate_half(x):
     return torch.cat((-x2, x1), dim=-1)
 
 
-def llama_block(x, w, position_ids, hf_precision):
-    """x [B, T, C] -> out [B, T, C], plus activations for debugging."""
+def llama_block(x, w, position_ids, hf_precision, H=H, HKV=HKV, eps=EPS, theta=THETA):
+    """x [B, T, C] -> out [B, T, C], plus activations for debugging. w: the layer's weights under
+    their HF names relative to the layer (`self_attn.q_proj.weight`, ...); D = C / H."""
+    B, T, C = x.shape
+    D = C // H
     act = {}
     residual = x
-    h = rms_norm(x, w["input_layernorm.weight"], hf_precision)
+    h = rms_norm(x, w["input_layernorm.weight"], hf_precision, eps)
     q = (h @ w["self_attn.q_proj.weight"].T).view(B, T, H, D).transpose(1, 2)  # [B, H, T, D]
     k = (h @ w["self_attn.k_proj.weight"].T).view(B, T, HKV, D).transpose(1, 2)  # [B, Hkv, T, D]
     v = (h @ w["self_attn.v_proj.weight"].T).view(B, T, HKV, D).transpose(1, 2)
-    cos, sin = rope_cos_sin(position_ids, x.dtype, hf_precision)
+    cos, sin = rope_cos_sin(position_ids, x.dtype, hf_precision, D, theta)
     cos, sin = cos[:, None], sin[:, None]  # [B, 1, T, D]
     q = q * cos + rotate_half(q) * sin
     k = k * cos + rotate_half(k) * sin
@@ -132,7 +145,7 @@ def llama_block(x, w, position_ids, hf_precision):
     h = residual + attn.reshape(B, T, C) @ w["self_attn.o_proj.weight"].T
     act["act.h"] = h
     residual = h
-    h = rms_norm(h, w["post_attention_layernorm.weight"], hf_precision)
+    h = rms_norm(h, w["post_attention_layernorm.weight"], hf_precision, eps)
     gate = h @ w["mlp.gate_proj.weight"].T
     up = h @ w["mlp.up_proj.weight"].T
     out = residual + (torch.nn.functional.silu(gate) * up) @ w["mlp.down_proj.weight"].T
@@ -199,17 +212,120 @@ def make_cross_entropy(dtype, out_dir, gen_seed):
     print(f"{path}: {size} bytes")
 
 
+# ---- the whole model, as HF LlamaForCausalLM, and ten AdamW steps -----------------------------
+def model_param_shapes(cfg):
+    """(HF name, shape) of every parameter, in Loom's registration order."""
+    V, C, F, H, HKV = cfg["vocab_size"], cfg["d_model"], cfg["ffn_hidden"], cfg["n_heads"], cfg["n_kv_heads"]
+    D = C // H
+    shapes = [("model.embed_tokens.weight", (V, C))]
+    for l in range(cfg["n_layers"]):
+        p = f"model.layers.{l}."
+        shapes += [(p + "input_layernorm.weight", (C,)), (p + "self_attn.q_proj.weight", (H * D, C)),
+                   (p + "self_attn.k_proj.weight", (HKV * D, C)), (p + "self_attn.v_proj.weight", (HKV * D, C)),
+                   (p + "self_attn.o_proj.weight", (C, H * D)), (p + "post_attention_layernorm.weight", (C,)),
+                   (p + "mlp.gate_proj.weight", (F, C)), (p + "mlp.up_proj.weight", (F, C)),
+                   (p + "mlp.down_proj.weight", (C, F))]
+    shapes.append(("model.norm.weight", (C,)))
+    if not cfg["tie_embeddings"]:
+        shapes.append(("lm_head.weight", (V, C)))
+    return shapes
+
+
+def no_decay(name, shape):
+    # Norm gains (1-D) and the embedding take no weight decay; every other matrix, lm_head
+    # included, does. (With tied embeddings the shared matrix is the embedding: no decay.)
+    return len(shape) < 2 or name == "model.embed_tokens.weight"
+
+
+def llama_model(ids, w, cfg, hf_precision):
+    """HF LlamaForCausalLM.forward: ids [B, T] i64 -> logits [B, T, V], positions 0..T-1 (HF's
+    default position_ids = cache_position), causal attention, untied or tied lm_head."""
+    B, T = ids.shape
+    position_ids = torch.arange(T, dtype=torch.int64)[None, :].expand(B, T)  # [B, T]
+    x = torch.nn.functional.embedding(ids, w["model.embed_tokens.weight"])  # [B, T, C]
+    for l in range(cfg["n_layers"]):
+        p = f"model.layers.{l}."
+        layer = {k[len(p):]: v for k, v in w.items() if k.startswith(p)}
+        x, _ = llama_block(x, layer, position_ids, hf_precision, H=cfg["n_heads"], HKV=cfg["n_kv_heads"],
+                           eps=cfg["norm_eps"], theta=cfg["rope_theta"])
+    x = rms_norm(x, w["model.norm.weight"], hf_precision, cfg["norm_eps"])
+    head = w["model.embed_tokens.weight"] if cfg["tie_embeddings"] else w["lm_head.weight"]
+    return x @ head.T  # [B, T, V]
+
+
+def make_model(dtype, tied, out_dir, gen_seed):
+    cfg = dict(MODEL, tie_embeddings=tied)
+    V = cfg["vocab_size"]
+    shapes = model_param_shapes(cfg)
+    g = torch.Generator().manual_seed(gen_seed)
+    # Drawn in f64 (f32 = rounded f64, as for the block): matrices N(0, init_std^2), norm gains
+    # 1 + 0.1 N(0, 1) so that their gradients matter.
+    init = {}
+    for name, shape in shapes:
+        r = torch.randn(*shape, generator=g, dtype=torch.float64)
+        init[name] = 1.0 + 0.1 * r if len(shape) == 1 else cfg["init_std"] * r
+    ids = torch.randint(0, V, (MODEL_B, MODEL_T), generator=g, dtype=torch.int64)  # [B, T]
+    targets = torch.randint(0, V, (MODEL_B, MODEL_T), generator=g, dtype=torch.int64)  # [B, T]
+    for b, t in MODEL_IGNORED:
+        targets[b, t] = MODEL_IGNORE
+
+    # clone: .to() returns the same tensor when the dtype already matches, and AdamW updates w in place.
+    w = {k: v.to(dtype).clone().requires_grad_(True) for k, v in init.items()}
+    decay = [w[n] for n, s in shapes if not no_decay(n, s)]
+    skip = [w[n] for n, s in shapes if no_decay(n, s)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": ADAMW_WD}, {"params": skip, "weight_decay": 0.0}],
+                            lr=ADAMW_LR, betas=ADAMW_BETAS, eps=ADAMW_EPS, foreach=False, fused=False)
+    hf = dtype == torch.float32
+    losses = []
+    for step in range(TRAIN_STEPS):
+        opt.zero_grad(set_to_none=True)
+        logits = llama_model(ids, w, cfg, hf)  # [B, T, V]
+        # HF's loss: logits upcast to f32 (a no-op here), mean over targets != -100.
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), targets.reshape(-1),
+                                                 ignore_index=MODEL_IGNORE, reduction="mean")
+        loss.backward()
+        if step == 0:
+            first = [("logits", logits.detach().clone()), ("loss", loss.detach().clone())]
+            first += [("grad." + n, w[n].grad.clone()) for n, _ in shapes]
+        losses.append(loss.detach().clone())
+        opt.step()
+
+    tensors = [("ids", ids), ("targets", targets)]
+    tensors += [(n, init[n].to(dtype)) for n, _ in shapes]
+    tensors += first
+    tensors += [("train.losses", torch.stack(losses))]
+    tensors += [("final." + n, w[n].detach()) for n, _ in shapes]
+    suffix = {torch.float32: "f32", torch.float64: "f64"}[dtype]
+    meta = {"generator": "tools/make_golden.py", "torch_version": torch.__version__, "case": "llama_model",
+            "dtype": suffix, "B": str(MODEL_B), "T": str(MODEL_T), "seed": str(gen_seed),
+            "ignore_index": str(MODEL_IGNORE), "reduction": "mean", "steps": str(TRAIN_STEPS),
+            "lr": repr(ADAMW_LR), "beta1": repr(ADAMW_BETAS[0]), "beta2": repr(ADAMW_BETAS[1]),
+            "adam_eps": repr(ADAMW_EPS), "weight_decay": repr(ADAMW_WD),
+            "no_decay": ",".join(n for n, s in shapes if no_decay(n, s))}
+    for k, v in cfg.items():
+        meta[k] = ("true" if v else "false") if isinstance(v, bool) else repr(v)
+    name = f"llama_model_tied_{suffix}" if tied else f"llama_model_{suffix}"
+    path = os.path.join(out_dir, name + ".safetensors")
+    size = write_safetensors(path, tensors, meta)
+    print(f"{path}: {size} bytes, losses " + " ".join(f"{l.item():.6f}" for l in losses))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="tests/data/golden", help="output directory")
     ap.add_argument("--seed", type=int, default=SEED, help="base seed (the committed files use the default)")
+    ap.add_argument("--model", action="store_true", help="write only the whole-model files (llama_model_*)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
+    if not args.model:
+        for dtype in (torch.float32, torch.float64):
+            make_llama(dtype, args.out, args.seed)
+            make_cross_entropy(dtype, args.out, args.seed + 1)
     for dtype in (torch.float32, torch.float64):
-        make_llama(dtype, args.out, args.seed)
-        make_cross_entropy(dtype, args.out, args.seed + 1)
+        make_model(dtype, False, args.out, args.seed + 2)
+    make_model(torch.float32, True, args.out, args.seed + 2)
 
 
 if __name__ == "__main__":

@@ -346,7 +346,7 @@ TEST(Tokenizer, EncodesQuickly) {
   auto ids = tok.encode(big);
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_EQ(tok.decode(ids), big);
-  EXPECT_LT(s, 2.0) << "1 MiB took " << s << " s";
+  EXPECT_LT(s, 10.0) << "1 MiB took " << s << " s";  // ~0.05 s in Release; generous for sanitizers
   // A long chunk without spaces takes the uncached path and stays linear-ish.
   std::string blob(200000, 'a');
   EXPECT_EQ(tok.decode(tok.encode(blob)), blob);

@@ -185,6 +185,21 @@ TEST(Checkpoint, DetectsFlippedDataByte) {
   EXPECT_EQ(r.tensors.size(), s.tensors.size());
 }
 
+TEST(Checkpoint, LargeTensorBlockedChecksum) {
+  // 9 MiB + 3 bytes: ten checksum blocks, hashed in parallel; a flip in the short last block
+  // and one in a middle block are both caught.
+  TempDir d;
+  CheckpointState s;
+  s.tensors = {{"big", random_bits({9 * (1 << 20) + 3}, DType::u8, 12)}};
+  std::string good = save_checkpoint(d.path, s);
+  expect_same(s, load_checkpoint(good));
+  for (uint64_t at : {uint64_t(9 * (1 << 20) + 1), uint64_t(4 * (1 << 20) + 17)}) {
+    std::string bad = copy_of(good, d.path + "/bad.h5");
+    flip_byte(bad, data_offset(bad, "big") + at);
+    EXPECT_NE(error_of([&] { load_checkpoint(bad); }).find("checksum mismatch in dataset 'big'"), std::string::npos);
+  }
+}
+
 TEST(Checkpoint, DetectsCorruptMetadata) {
   TempDir d;
   std::string good = save_checkpoint(d.path, sample_state(7));
