@@ -83,7 +83,7 @@ Tensor TransformerLM::proj(const Tensor& x, const std::string& p) const {
 }
 
 Tensor TransformerLM::mlp(const Tensor& h, const std::string& p) const {
-  if (cfg_.activation == "swiglu") return proj(mul(silu(proj(h, p + "gate_proj")), proj(h, p + "up_proj")), p + "down_proj");
+  if (cfg_.activation == "swiglu") return proj(swiglu(proj(h, p + "gate_proj"), proj(h, p + "up_proj")), p + "down_proj");
   return proj(gelu(proj(h, p + "up_proj"), true), p + "down_proj");
 }
 

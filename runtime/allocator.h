@@ -37,8 +37,10 @@ class Allocator {
   std::atomic<int64_t> live_{0}, peak_{0}, count_{0};
 };
 
-// 64-byte aligned host memory (one cache line; enough for AVX-512 loads).
+// 64-byte aligned host memory (one cache line; enough for AVX-512 loads), caching freed blocks.
 Allocator& cpu_allocator();
+void cpu_empty_cache();       // returns the cached free blocks to the system
+int64_t cpu_cached_bytes();   // bytes held in the cache (not live)
 
 // The allocator for a device; throws a clear error if the backend is not built/available.
 Allocator& allocator_for(Device d);

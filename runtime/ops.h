@@ -51,6 +51,8 @@ Tensor sigmoid(const Tensor& x);
 Tensor relu(const Tensor& x);
 Tensor gelu(const Tensor& x, bool tanh_approximation = true);
 Tensor silu(const Tensor& x);
+// silu(gate) * up fused (the SwiGLU MLP's activation); gate and up have one shape.
+Tensor swiglu(const Tensor& gate, const Tensor& up);
 Tensor abs(const Tensor& x);
 // Comparisons (no grad) return u8 masks.
 Tensor eq(const Tensor& a, const Tensor& b);

@@ -207,6 +207,22 @@ Tensor gelu(const Tensor& x, bool tanh_approximation) {
 }
 Tensor silu(const Tensor& x) { return fused_unary(Op::silu, Op::silu_backward, "SiluBackward", x); }
 
+Tensor swiglu(const Tensor& gate, const Tensor& up) {
+  require_floating(gate, "swiglu");
+  if (gate.shape() != up.shape() || gate.dtype() != up.dtype())
+    fail("swiglu", "gate " + gate.shape().str() + " and up " + up.shape().str() + " must match in shape and dtype");
+  Tensor g = gate.is_contiguous() ? gate.detach() : contiguous(gate.detach());
+  Tensor u = up.is_contiguous() ? up.detach() : contiguous(up.detach());
+  Tensor out = empty_like(g);
+  dispatch(Op::swiglu, {g, u}, {out});
+  record_lambda("SwigluBackward", {gate, up}, out, [g, u](std::vector<Tensor>&& grads) {
+    Tensor gg = empty_like(g), gu = empty_like(u);
+    dispatch(Op::swiglu_backward, {g, u, contiguous(grads[0])}, {gg, gu});
+    return std::vector<Tensor>{gg, gu};
+  });
+  return out;
+}
+
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   if (cond.dtype() != DType::u8) fail("where", std::string("condition must be u8, got ") + dtype_name(cond.dtype()));
   if (a.dtype() != b.dtype()) fail("where", "branches differ in dtype");

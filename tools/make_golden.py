@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""make_golden.py: the PyTorch reference behind Loom's golden tests (tests/runtime/test_golden.cpp).
+"""make_golden.py: the PyTorch reference behind Loom's golden tests (tests/runtime/test_golden.cpp,
+tests/models/test_model_golden.cpp).
 
 Writes, with a small pure-Python safetensors writer (no `safetensors`/`transformers` needed):
   llama_block_f32.safetensors, llama_block_f64.safetensors
@@ -13,6 +14,15 @@ Writes, with a small pure-Python safetensors writer (no `safetensors`/`transform
   cross_entropy_f32.safetensors, cross_entropy_f64.safetensors
       logits [N, V], targets with ignore_index -100, mean reduction, label_smoothing 0 and 0.1:
       `loss.ls<s>` and `grad.logits.ls<s>`.
+  llama_model_f32.safetensors, llama_model_f64.safetensors, llama_model_tied_f32.safetensors
+      A whole small Llama as HF LlamaForCausalLM computes it (the block above, stacked, at the
+      default positions 0..T-1; final RMSNorm; lm_head, or the embedding with tied embeddings),
+      with mean cross-entropy (ignore_index -100) on fixed ids/targets; then ten
+      torch.optim.AdamW steps on that batch, weight decay on the 2-D weights except the
+      embedding (lm_head decays; norms and embedding do not). Stored: `ids`, `targets` (i64),
+      the initial weights under Loom's HF names, `logits`, `loss`, `grad.<name>` for every
+      parameter, `train.losses` (the loss before each step) and `final.<name>` (the weights
+      after the ten steps). The config and hyper-parameters are in `__metadata__`.
 
 Shapes (one alphabet): B batch, T time, C channels, H heads, Hkv key/value heads, D head dim,
 F ffn hidden, N rows, V vocab.
@@ -21,7 +31,8 @@ Precision: Hugging Face upcasts RMSNorm and softmax to f32 and builds the RoPE a
 whatever the model dtype. The f32 files follow it exactly; the f64 files do every step in f64
 (an f32 step would cap agreement at ~1e-7, far above the 1e-10 the f64 test checks).
 
-Usage: python3 tools/make_golden.py --out tests/data/golden
+Usage: python3 tools/make_golden.py --out tests/data/golden           (every file)
+       python3 tools/make_golden.py --out tests/data/golden --model   (only llama_model_*)
 The run is deterministic (fixed seeds, one thread, deterministic algorithms); rerunning with
 the same PyTorch version reproduces the files byte for byte.
 """

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "runtime/cpu/common.h"
+#include "runtime/cpu/vecmath.h"
 
 namespace loom::runtime::cpu {
 namespace {
@@ -297,7 +298,7 @@ void tile_grad_scores(const T* Qs, const T* dOs, const T* Kt, const T* Vt, const
       continue;
     }
     for (int64_t c = 0; c < cols; ++c) {
-      p[c] = std::exp(p[c] - L);
+      p[c] = vexp(p[c] - L);
       ds[c] = p[c] * (ds[c] - Di);
     }
   }
@@ -351,10 +352,10 @@ template <class T> void attention_forward(const KernelArgs& a) {
             continue;
           }
           T m_new = std::max(m[r], mx);
-          T alpha = std::exp(m[r] - m_new);  // 0 on the first visible tile
+          T alpha = vexp(m[r] - m_new);  // 0 on the first visible tile
           T sum = 0;
           for (int64_t c = 0; c < cols; ++c) {
-            s[c] = std::exp(s[c] - m_new);
+            s[c] = vexp(s[c] - m_new);
             sum += s[c];
           }
           l[r] = l[r] * alpha + sum;

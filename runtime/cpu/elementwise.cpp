@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "runtime/cpu/common.h"
+#include "runtime/cpu/vecmath.h"
 #include "runtime/rng.h"
 
 namespace loom::runtime::cpu {
@@ -170,25 +171,25 @@ struct AddScalarF { template <class T> T operator()(T x, T s) const { return x +
 struct MulScalarF { template <class T> T operator()(T x, T s) const { return x * s; } };
 struct PowScalarF { template <class T> T operator()(T x, T s) const { return s == T(2) ? x * x : std::pow(x, s); } };
 struct NegF { template <class T> T operator()(T x, T) const { return -x; } };
-struct ExpF { template <class T> T operator()(T x, T) const { return std::exp(x); } };
+struct ExpF { template <class T> T operator()(T x, T) const { return vexp(x); } };
 struct LogF { template <class T> T operator()(T x, T) const { return std::log(x); } };
 struct SqrtF { template <class T> T operator()(T x, T) const { return std::sqrt(x); } };
 struct RsqrtF { template <class T> T operator()(T x, T) const { return T(1) / std::sqrt(x); } };
 struct TanhF { template <class T> T operator()(T x, T) const { return std::tanh(x); } };
-struct SigmoidF { template <class T> T operator()(T x, T) const { return T(1) / (T(1) + std::exp(-x)); } };
+struct SigmoidF { template <class T> T operator()(T x, T) const { return vsigmoid(x); } };
 struct ReluF { template <class T> T operator()(T x, T) const { return x > T(0) ? x : T(0); } };
 struct AbsF { template <class T> T operator()(T x, T) const { return std::abs(x); } };
 // gelu(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))  (Hendrycks & Gimpel, 2016)
 struct GeluTanhF {
   template <class T> T operator()(T x, T) const {
     T u = T(kSqrt2OverPi) * (x + T(0.044715) * x * x * x);
-    return T(0.5) * x * (T(1) + std::tanh(u));
+    return T(0.5) * x * (T(1) + vtanh(u));
   }
 };
 struct GeluErfF {
   template <class T> T operator()(T x, T) const { return T(0.5) * x * (T(1) + std::erf(x * T(kInvSqrt2))); }
 };
-struct SiluF { template <class T> T operator()(T x, T) const { return x / (T(1) + std::exp(-x)); } };
+struct SiluF { template <class T> T operator()(T x, T) const { return x * vsigmoid(x); } };
 
 // Fused backward maps: gx = gy * f'(x).
 template <class F> KernelFn unary_backward_kernel() {
@@ -211,7 +212,7 @@ template <class F> KernelFn unary_backward_kernel() {
 struct GeluTanhGradF {
   template <class T> T operator()(T x) const {
     T u = T(kSqrt2OverPi) * (x + T(0.044715) * x * x * x);
-    T t = std::tanh(u);
+    T t = vtanh(u);
     T du = T(kSqrt2OverPi) * (T(1) + T(3 * 0.044715) * x * x);
     return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du;
   }
@@ -223,10 +224,51 @@ struct GeluErfGradF {
 };
 struct SiluGradF {
   template <class T> T operator()(T x) const {
-    T s = T(1) / (T(1) + std::exp(-x));
+    T s = vsigmoid(x);
     return s * (T(1) + x * (T(1) - s));
   }
 };
+
+// ---- SwiGLU (Shazeer, 2020): out = silu(gate) * up, one pass over both inputs -----------------
+void k_swiglu(const KernelArgs& a) {
+  const Tensor& g = a.in[0];
+  const Tensor& u = a.in[1];
+  require_contiguous(g, Op::swiglu, "gate");
+  require_contiguous(u, Op::swiglu, "up");
+  visit_float(Op::swiglu, g.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* pg = static_cast<const T*>(g.raw_data());
+    const T* pu = static_cast<const T*>(u.raw_data());
+    T* po = static_cast<T*>(a.out[0].raw_data());
+    parallel_for(g.numel(), kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) po[i] = pg[i] * vsigmoid(pg[i]) * pu[i];
+    });
+  });
+}
+
+// ggate = gout * up * silu'(gate), silu'(x) = s (1 + x (1 - s)); gup = gout * silu(gate)
+void k_swiglu_backward(const KernelArgs& a) {
+  const Tensor& g = a.in[0];
+  const Tensor& u = a.in[1];
+  const Tensor& go = a.in[2];
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&g, &u, &go})
+    require_contiguous(*t, Op::swiglu_backward, "operand");
+  visit_float(Op::swiglu_backward, g.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* pg = static_cast<const T*>(g.raw_data());
+    const T* pu = static_cast<const T*>(u.raw_data());
+    const T* pgo = static_cast<const T*>(go.raw_data());
+    T* pgg = static_cast<T*>(a.out[0].raw_data());
+    T* pgu = static_cast<T*>(a.out[1].raw_data());
+    parallel_for(g.numel(), kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        T x = pg[i], s = vsigmoid(x);
+        pgu[i] = pgo[i] * x * s;
+        pgg[i] = pgo[i] * pu[i] * s * (T(1) + x * (T(1) - s));
+      }
+    });
+  });
+}
 
 // ---- where ----------------------------------------------------------------------------------
 void k_where(const KernelArgs& a) {
@@ -316,6 +358,8 @@ void register_elementwise_kernels(KernelTable& t) {
   set(Op::gelu_tanh_backward, unary_backward_kernel<GeluTanhGradF>());
   set(Op::gelu_erf_backward, unary_backward_kernel<GeluErfGradF>());
   set(Op::silu_backward, unary_backward_kernel<SiluGradF>());
+  set(Op::swiglu, k_swiglu);
+  set(Op::swiglu_backward, k_swiglu_backward);
   set(Op::where, k_where);
   set(Op::random_normal, k_random<true>);
   set(Op::random_uniform, k_random<false>);

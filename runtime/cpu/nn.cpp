@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "runtime/cpu/common.h"
+#include "runtime/cpu/vecmath.h"
 #include "runtime/rng.h"
 
 namespace loom::runtime::cpu {
@@ -32,7 +33,7 @@ template <bool kLog> void k_softmax(const KernelArgs& a) {
         if (m == -std::numeric_limits<T>::infinity()) m = 0;  // all -inf: avoid inf - inf
         double s = 0;
         for (int64_t j = 0; j < n; ++j) {
-          T ex = std::exp(xr[j] - m);
+          T ex = vexp(xr[j] - m);
           if constexpr (!kLog) yr[j] = ex;
           s += double(ex);
         }
@@ -68,7 +69,7 @@ template <bool kLog> void k_softmax_backward(const KernelArgs& a) {
         double s = 0;
         if constexpr (kLog) {
           for (int64_t j = 0; j < n; ++j) s += double(gr[j]);
-          for (int64_t j = 0; j < n; ++j) xr[j] = gr[j] - std::exp(yr[j]) * T(s);
+          for (int64_t j = 0; j < n; ++j) xr[j] = gr[j] - vexp(yr[j]) * T(s);
         } else {
           for (int64_t j = 0; j < n; ++j) s += double(gr[j]) * double(yr[j]);
           for (int64_t j = 0; j < n; ++j) xr[j] = yr[j] * (gr[j] - T(s));
@@ -105,7 +106,7 @@ void k_cross_entropy(const KernelArgs& a) {
         for (int64_t j = 1; j < V; ++j) m = std::max(m, xr[j]);
         double s = 0, sx = 0;
         for (int64_t j = 0; j < V; ++j) {
-          s += double(std::exp(xr[j] - m));
+          s += double(vexp(xr[j] - m));
           sx += double(xr[j]);
         }
         double lse = double(m) + std::log(s);
@@ -147,7 +148,7 @@ void k_cross_entropy_backward(const KernelArgs& a) {
         }
         const T* xr = px + r * V;
         T g = pg[r], l = pl[r], smooth = T(eps / double(V));
-        for (int64_t j = 0; j < V; ++j) orow[j] = g * (std::exp(xr[j] - l) - smooth);
+        for (int64_t j = 0; j < V; ++j) orow[j] = g * (vexp(xr[j] - l) - smooth);
         orow[t] -= g * T(1 - eps);
       }
     });

@@ -165,3 +165,31 @@ TEST(TrainE2E, BadDataFilesGiveClearErrors) {
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.output.find("train_000.bin"), std::string::npos) << bad.output;
 }
+
+TEST(TrainE2E, NonFiniteStepsStopWithCheckpointOrAreSkipped) {
+  std::string dir = temp_dir("nan");
+  // A learning rate of 1e30 blows the parameters up, so a later loss is not finite.
+  std::string cfg = small_config(dir, 6, "");
+  RunResult stop = loom("train " + cfg + " --set optim.lr=1e30 --set optim.warmup_steps=0 --set optim.grad_clip=0");
+  EXPECT_EQ(stop.exit_code, 3) << stop.output;
+  EXPECT_NE(stop.output.find("non-finite"), std::string::npos) << stop.output;
+  EXPECT_NE(stop.output.find("Last good state saved to"), std::string::npos) << stop.output;
+  EXPECT_FALSE(fs::is_empty(dir + "/run/checkpoints"));
+  RunResult skip = loom("train " + cfg + " --set run.dir=" + dir + "/skip --set optim.lr=1e30 --set optim.warmup_steps=0 "
+                        "--set optim.grad_clip=0 --set optim.nan_policy=skip");
+  EXPECT_EQ(skip.exit_code, 0) << skip.output;
+  EXPECT_NE(skip.output.find("step skipped"), std::string::npos) << skip.output;
+}
+
+TEST(TrainE2E, Gpt2PresetTrains) {
+  std::string dir = temp_dir("gpt2");
+  std::string cfg = small_config(dir, 6, "");
+  RunResult r = loom("train " + cfg + " --set model.preset=gpt2 --set model.dropout=0.1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto l = losses(dir + "/run");
+  EXPECT_LT(l[6], l[1]);
+  std::ifstream in(dir + "/run/config.yaml");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  EXPECT_NE(ss.str().find("preset: gpt2"), std::string::npos);
+}

@@ -8,8 +8,14 @@
 // are copied in, and everything is recomputed with Loom's forward, backward and optim::AdamW.
 // Each tensor prints OK / NOT OK with its max difference, then one verdict per file.
 //
-// Error per tensor: max|loom - golden| / max|golden|. Tolerances: 1e-5 in f32, 1e-10 in f64.
-// (PyTorch's own f32 run differs from its f64 run by up to 4.3e-6 in the final weights.)
+// Error per tensor: max|loom - golden| / max|golden|. Tolerances: 1e-10 for everything in f64;
+// in f32 1e-5 for the logits, the loss, the gradients and the ten losses, and 1e-4 for the
+// weights after the ten AdamW steps. Why the last is looser: Adam divides each gradient element
+// by its own running RMS, so an element's *relative* f32 error (large where the element is small
+// next to its tensor's max) becomes an absolute error of the update, lr times that. It is f32
+// noise, not a Loom error: PyTorch's own f32 run of the tied file differs from the same run in
+// f64 by 1.7e-5 in final.model.layers.1.mlp.up_proj.weight; Loom measured 9.3e-6 built with
+// -march=native and 2.3e-5 built without it (all gradients within 7.3e-7 in both builds).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -32,8 +38,12 @@ namespace {
 using runtime::DType;
 using runtime::SafetensorsFile;
 
-constexpr double kTolF32 = 1e-5;
-constexpr double kTolF64 = 1e-10;
+struct Tolerance {
+  double state;    // logits, loss, gradients, the loss before each step
+  double trained;  // the weights after the AdamW steps
+};
+constexpr Tolerance kTolF32{1e-5, 1e-4};
+constexpr Tolerance kTolF64{1e-10, 1e-10};
 
 SafetensorsFile load_golden(const std::string& name) {
   return runtime::read_safetensors(std::string(LOOM_TEST_DATA_DIR) + "/golden/" + name);
@@ -58,9 +68,7 @@ std::set<std::string> split_names(const std::string& s) {
 // Prints one line per tensor and counts failures; verdict() asserts on the count.
 class Comparer {
  public:
-  explicit Comparer(double tol) : tol_(tol) {}
-
-  void check(const std::string& label, const Tensor& got, const Tensor& want) {
+  void check(const std::string& label, const Tensor& got, const Tensor& want, double tol) {
     if (!got.defined()) {
       std::printf("NOT OK %-52s missing (no gradient reached it)\n", label.c_str());
       fail(label);
@@ -80,15 +88,16 @@ class Comparer {
       max_ref = std::max(max_ref, std::abs(b[i]));
     }
     double rel = max_ref > 0 ? max_diff / max_ref : max_diff;
-    bool ok = rel <= tol_;
-    std::printf("%-6s %-52s max|diff| %.3e  max|ref| %.3e  rel %.3e\n", ok ? "OK" : "NOT OK", label.c_str(), max_diff,
-                max_ref, rel);
-    worst_ = std::max(worst_, rel);
+    bool ok = rel <= tol;
+    std::printf("%-6s %-52s max|diff| %.3e  max|ref| %.3e  rel %.3e  tol %.0e\n", ok ? "OK" : "NOT OK", label.c_str(),
+                max_diff, max_ref, rel, tol);
+    if (rel / tol >= worst_ / worst_tol_) worst_ = rel, worst_tol_ = tol;
     if (!ok) fail(label);
   }
 
   void verdict(const std::string& what) const {
-    std::printf("%s: %s (worst rel %.3e, tolerance %.0e)\n", what.c_str(), failures_ ? "NOT OK" : "OK", worst_, tol_);
+    std::printf("%s: %s (closest to its tolerance: rel %.3e, tol %.0e)\n", what.c_str(), failures_ ? "NOT OK" : "OK",
+                worst_, worst_tol_);
     std::string list;
     for (const auto& f : failed_) list += " " + f;
     EXPECT_EQ(failures_, 0) << what << ": tensors outside tolerance:" << list;
@@ -99,8 +108,7 @@ class Comparer {
     ++failures_;
     failed_.push_back(label);
   }
-  double tol_;
-  double worst_ = 0;
+  double worst_ = 0, worst_tol_ = 1;
   int failures_ = 0;
   std::vector<std::string> failed_;
 };
@@ -126,7 +134,7 @@ Tensor lm_loss(const Tensor& logits, const Tensor& targets, int64_t ignore_index
   return runtime::cross_entropy(logits.reshape({-1, V}), targets.reshape({-1}), opt);
 }
 
-void check_model(const std::string& file, DType dt, double tol) {
+void check_model(const std::string& file, DType dt, Tolerance tol) {
   SafetensorsFile g = load_golden(file);
   const ModelConfig cfg = config_from(g);
   const int64_t B = meta_int(g, "B"), T = meta_int(g, "T"), steps = meta_int(g, "steps");
@@ -162,13 +170,14 @@ void check_model(const std::string& file, DType dt, double tol) {
   ASSERT_EQ(targets.dtype(), DType::i64);
 
   // Forward and backward at the initial weights: logits, loss, every gradient.
-  Comparer cmp(tol);
+  Comparer cmp;
   Tensor logits = model.forward(ids);  // [B, T, V]
   Tensor loss = lm_loss(logits, targets, ignore_index);
   loss.backward();
-  cmp.check("logits", logits, g.at("logits"));
-  cmp.check("loss", loss, g.at("loss"));
-  for (const NamedParameter& p : model.parameters()) cmp.check("grad." + p.name, p.tensor.grad(), g.at("grad." + p.name));
+  cmp.check("logits", logits, g.at("logits"), tol.state);
+  cmp.check("loss", loss, g.at("loss"), tol.state);
+  for (const NamedParameter& p : model.parameters())
+    cmp.check("grad." + p.name, p.tensor.grad(), g.at("grad." + p.name), tol.state);
 
   // Ten AdamW steps on the same batch: the loss before each step, then the final weights.
   std::vector<optim::ParamRef> refs;
@@ -188,10 +197,11 @@ void check_model(const std::string& file, DType dt, double tol) {
       loss = lm_loss(model.forward(ids), targets, ignore_index);
       loss.backward();
     }
-    cmp.check("train.loss[" + std::to_string(s) + "]", loss, losses.narrow(0, s, 1));
+    cmp.check("train.loss[" + std::to_string(s) + "]", loss, losses.narrow(0, s, 1), tol.state);
     opt.step(lr);
   }
-  for (const NamedParameter& p : model.parameters()) cmp.check("final." + p.name, p.tensor, g.at("final." + p.name));
+  for (const NamedParameter& p : model.parameters())
+    cmp.check("final." + p.name, p.tensor, g.at("final." + p.name), tol.trained);
   cmp.verdict(file);
 }
 

@@ -22,7 +22,15 @@ namespace {
 
 #ifndef LOOM_WITH_CUDA
 
-TEST(Cuda, BuiltWithoutCuda) { GTEST_SKIP() << "no CUDA device: Loom was built without the CUDA backend"; }
+// Without the backend, asking for a CUDA tensor is one clear error, not a crash.
+TEST(Cuda, BuiltWithoutCudaRefusesCudaTensorsClearly) {
+  try {
+    Tensor::zeros({2}).to(Device::cuda(0));
+    FAIL() << "expected an error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("built without its backend"), std::string::npos) << e.what();
+  }
+}
 
 #else
 

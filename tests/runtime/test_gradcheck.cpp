@@ -58,6 +58,7 @@ std::vector<GradCase> cases() {
   c.push_back({"gelu_tanh", [](auto& x) { return gelu(x[0], true); }, one({2, 3}, 9)});
   c.push_back({"gelu_erf", [](auto& x) { return gelu(x[0], false); }, one({2, 3}, 9)});
   c.push_back({"silu", [](auto& x) { return silu(x[0]); }, one({2, 3}, 9)});
+  c.push_back({"swiglu", [](auto& x) { return swiglu(x[0], x[1]); }, two({3, 5}, {3, 5})});
   c.push_back({"silu_strided", [](auto& x) { return silu(transpose(x[0], 0, 1)); }, one({3, 2}, 9)});
   // Reductions.
   c.push_back({"sum_dim0", [](auto& x) { return sum(x[0], {0}); }, one({3, 4, 2}, 10)});

@@ -108,3 +108,39 @@ TEST(Tensor, PhiloxIsThreadIndependentAndReproducible) {
   EXPECT_NEAR(std::sqrt(s / 1000), 1.0, 0.1);
   EXPECT_NE(Tensor::randn({4}, 43).to_vector<float>(), Tensor::randn({4}, 42).to_vector<float>());
 }
+
+TEST(Allocator, CachesFreedBlocksAndCountsLiveBytes) {
+  Allocator& a = cpu_allocator();
+  AllocatorStats before = a.stats();
+  void* p = a.allocate(1 << 20);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 64, 0u);
+  EXPECT_EQ(a.stats().live_bytes, before.live_bytes + (1 << 20));
+  a.deallocate(p, 1 << 20);
+  EXPECT_EQ(a.stats().live_bytes, before.live_bytes);
+  void* q = a.allocate((1 << 20) - 100);  // same size class: the cached block comes back
+#if !defined(__SANITIZE_ADDRESS__)
+  EXPECT_EQ(p, q);
+#endif
+  a.deallocate(q, (1 << 20) - 100);
+  cpu_empty_cache();
+  EXPECT_EQ(cpu_cached_bytes(), 0);
+  a.reset_peak();
+  { Tensor t = Tensor::empty({1000}); }
+  EXPECT_GE(a.stats().peak_bytes, a.stats().live_bytes + 4000);
+}
+
+#include "runtime/cpu/vecmath.h"
+
+TEST(VecMath, ExpF32IsAccurateOverItsRange) {
+  double worst = 0;
+  for (double x = -87.0; x <= 88.0; x += 0.001) {
+    double ref = std::exp(double(float(x)));
+    double got = loom::runtime::cpu::exp_f32(float(x));
+    worst = std::max(worst, std::abs(got - ref) / ref);
+  }
+  EXPECT_LT(worst, 3e-7);
+  EXPECT_EQ(loom::runtime::cpu::exp_f32(-INFINITY), 0.0f);
+  EXPECT_EQ(loom::runtime::cpu::exp_f32(-200.0f), 0.0f);
+  EXPECT_TRUE(std::isinf(loom::runtime::cpu::exp_f32(100.0f)));
+  EXPECT_NEAR(loom::runtime::cpu::vtanh(3.0f), std::tanh(3.0f), 3e-7);
+}

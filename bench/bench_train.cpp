@@ -1,0 +1,185 @@
+// bench_train.cpp: end-to-end training-step speed of one TransformerLM on the CPU. Times each
+// full step (forward, mean cross-entropy, backward, AdamW step, zero grads) on random token
+// batches and prints the median step time beside tokens/s, achieved GFLOP/s, this machine's
+// GEMM peak at the same thread count and the resulting MFU, and the peak resident memory.
+// bench/compare_torch.py runs it alternately with the same model in PyTorch (torch_model.py).
+//
+//   bench_train --preset llama|gpt2 --vocab V --d D --layers L --heads H [--kv-heads K]
+//               --seq T --batch B --steps N --warmup W --threads n [--seed S] [--json]
+//
+// FLOPs per token are ModelConfig::train_flops_per_token(T): 6 N (N = non-embedding weights
+// plus the LM head, PaLM appendix B) + 6 L T C (causal QK^T and PV, forward and backward).
+// The same number is used for PyTorch: both run the same model, so FLOP/s compare like for like.
+#include <omp.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "models/transformer.h"
+#include "optim/optimizer.h"
+#include "runtime/cpu/gemm.h"
+#include "runtime/ops.h"
+
+using namespace loom;
+using runtime::Tensor;
+
+namespace {
+
+struct Args {
+  std::string preset = "llama";
+  int64_t vocab = 4096, d = 128, layers = 4, heads = 4, kv_heads = 0, seq = 128, batch = 16;
+  int steps = 10, warmup = 3, threads = 1;
+  uint64_t seed = 1234;
+  bool json = false;
+};
+
+[[noreturn]] void usage(const char* why) {
+  std::fprintf(stderr,
+               "bench_train: %s\nusage: bench_train --preset llama|gpt2 --vocab V --d D --layers L --heads H "
+               "[--kv-heads K] --seq T --batch B --steps N --warmup W --threads n [--seed S] [--json]\n",
+               why);
+  std::exit(2);
+}
+
+Args parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    std::string k = argv[i];
+    if (k == "--json") {
+      a.json = true;
+      continue;
+    }
+    if (i + 1 >= argc) usage(("missing value after " + k).c_str());
+    const char* v = argv[++i];
+    if (k == "--preset") a.preset = v;
+    else if (k == "--vocab") a.vocab = std::atoll(v);
+    else if (k == "--d") a.d = std::atoll(v);
+    else if (k == "--layers") a.layers = std::atoll(v);
+    else if (k == "--heads") a.heads = std::atoll(v);
+    else if (k == "--kv-heads") a.kv_heads = std::atoll(v);
+    else if (k == "--seq") a.seq = std::atoll(v);
+    else if (k == "--batch") a.batch = std::atoll(v);
+    else if (k == "--steps") a.steps = std::atoi(v);
+    else if (k == "--warmup") a.warmup = std::atoi(v);
+    else if (k == "--threads") a.threads = std::atoi(v);
+    else if (k == "--seed") a.seed = std::strtoull(v, nullptr, 10);
+    else usage(("unknown option " + k).c_str());
+  }
+  if (a.preset != "llama" && a.preset != "gpt2") usage("--preset must be llama or gpt2");
+  if (a.steps < 1 || a.warmup < 0 || a.threads < 1) usage("--steps >= 1, --warmup >= 0, --threads >= 1");
+  if (a.kv_heads == 0) a.kv_heads = a.heads;
+  if (a.preset == "gpt2" && a.kv_heads != a.heads) usage("the gpt2 preset has no grouped-query attention");
+  return a;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+double peak_rss_mb() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return double(ru.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+const char* env_or(const char* name, const char* dflt) {
+  const char* v = std::getenv(name);
+  return v ? v : dflt;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a = parse(argc, argv);
+  omp_set_num_threads(a.threads);
+  models::ModelConfig cfg = a.preset == "llama" ? models::ModelConfig::llama(a.vocab, a.d, a.layers, a.heads, a.kv_heads)
+                                                : models::ModelConfig::gpt2(a.vocab, a.d, a.layers, a.heads);
+  cfg.max_seq_len = a.seq;  // learned positions cover exactly T (PyTorch's model does the same)
+  const int64_t B = a.batch, T = a.seq, V = a.vocab;
+
+  // The GEMM peak first, before the model's memory is touched: the MFU denominator.
+  double gemm_peak = runtime::cpu::measured_gemm_peak_flops(0.3);
+
+  models::TransformerLM model(cfg, a.seed);
+  // One parameter group, every tensor decayed (as torch.optim.AdamW(model.parameters())).
+  std::vector<optim::ParamRef> refs;
+  for (auto& p : model.parameters()) refs.push_back({p.name, p.tensor, true});
+  optim::AdamWOptions ao;
+  ao.beta1 = 0.9, ao.beta2 = 0.95, ao.eps = 1e-8, ao.weight_decay = 0.1;
+  optim::AdamW opt(refs, ao);
+  const double lr = 1e-4;
+
+  // Four fixed random batches [B, T+1] cycled through: inputs are [:, :T], targets [:, 1:].
+  std::mt19937_64 rng(a.seed);
+  std::uniform_int_distribution<int64_t> tok(0, V - 1);
+  std::vector<Tensor> inputs, targets;
+  for (int i = 0; i < 4; ++i) {
+    std::vector<int64_t> x(size_t(B * T)), y(size_t(B * T));
+    for (int64_t b = 0; b < B; ++b) {
+      int64_t prev = tok(rng);
+      for (int64_t t = 0; t < T; ++t) {
+        int64_t next = tok(rng);
+        x[size_t(b * T + t)] = prev;
+        y[size_t(b * T + t)] = next;
+        prev = next;
+      }
+    }
+    inputs.push_back(Tensor::from_vector(x, {B, T}));
+    targets.push_back(Tensor::from_vector(y, {B * T}));
+  }
+
+  std::vector<double> step_s, losses;
+  for (int s = 0; s < a.warmup + a.steps; ++s) {
+    auto t0 = std::chrono::steady_clock::now();
+    Tensor logits = model.forward(inputs[size_t(s % 4)]);                       // [B, T, V]
+    Tensor loss = runtime::cross_entropy(logits.view({B * T, V}), targets[size_t(s % 4)]);  // mean
+    double l = loss.item();
+    loss.backward();
+    opt.step(lr);
+    opt.zero_grad();
+    double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!std::isfinite(l)) throw std::runtime_error("loss is not finite at step " + std::to_string(s));
+    losses.push_back(l);
+    if (s >= a.warmup) step_s.push_back(dt);
+  }
+
+  double med = median(step_s), mean = 0;
+  for (double t : step_s) mean += t / double(step_s.size());
+  const double tokens = double(B * T), fpt = cfg.train_flops_per_token(T);
+  const double achieved = fpt * tokens / med;
+  if (a.json) {
+    std::printf("{\"framework\": \"loom\", \"preset\": \"%s\", \"vocab\": %lld, \"d\": %lld, \"layers\": %lld, "
+                "\"heads\": %lld, \"kv_heads\": %lld, \"ffn_hidden\": %lld, \"seq\": %lld, \"batch\": %lld, "
+                "\"threads\": %d, \"omp_wait_policy\": \"%s\", \"params\": %lld, \"warmup\": %d, \"steps\": %d, "
+                "\"step_s\": [",
+                a.preset.c_str(), (long long)V, (long long)a.d, (long long)a.layers, (long long)a.heads,
+                (long long)cfg.n_kv_heads, (long long)cfg.ffn_hidden, (long long)T, (long long)B, a.threads,
+                env_or("OMP_WAIT_POLICY", ""), (long long)cfg.num_parameters(), a.warmup, a.steps);
+    for (size_t i = 0; i < step_s.size(); ++i) std::printf("%s%.6f", i ? ", " : "", step_s[i]);
+    std::printf("], \"median_step_s\": %.6f, \"mean_step_s\": %.6f, \"tokens_per_s\": %.1f, "
+                "\"flops_per_token\": %.1f, \"achieved_gflops\": %.3f, \"gemm_peak_gflops\": %.3f, \"mfu\": %.5f, "
+                "\"peak_rss_mb\": %.1f, \"gemm_library\": \"%s\", \"first_loss\": %.6f, \"last_loss\": %.6f}\n",
+                med, mean, tokens / med, fpt, achieved / 1e9, gemm_peak / 1e9, achieved / gemm_peak, peak_rss_mb(),
+                runtime::cpu::gemm_library(), losses.front(), losses.back());
+  } else {
+    std::printf("loom %s V%lld d%lld L%lld H%lld T%lld B%lld, %d thread(s), %lld params, GEMM %s\n", a.preset.c_str(),
+                (long long)V, (long long)a.d, (long long)a.layers, (long long)a.heads, (long long)T, (long long)B,
+                a.threads, (long long)cfg.num_parameters(), runtime::cpu::gemm_library());
+    std::printf("median step %.1f ms (mean %.1f), %.0f tok/s, %.2f GFLOP/s of %.2f GEMM peak = MFU %.1f%%, "
+                "peak RSS %.0f MB, loss %.4f -> %.4f\n",
+                med * 1e3, mean * 1e3, tokens / med, achieved / 1e9, gemm_peak / 1e9, 100 * achieved / gemm_peak,
+                peak_rss_mb(), losses.front(), losses.back());
+  }
+  return 0;
+}
