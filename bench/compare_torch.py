@@ -69,8 +69,10 @@ def machine_description(loom_bin):
         "cpu_flags_avx512": "avx512f" in field("Flags"), "memory_gib": round(mem_kb / 2**20, 1),
         "kernel": platform.release(), "python": platform.python_version(), "torch": torch_info,
         "loom_commit": sh(f"git -C {ROOT} rev-parse HEAD"),
-        "loom_tree_dirty": bool(sh(f"git -C {ROOT} status --porcelain -- runtime models optim bench")),
+        # Uncommitted changes to the code bench_train was built from (bench/ itself excluded).
+        "loom_tree_changes": sh(f"git -C {ROOT} status --porcelain -- runtime models optim").splitlines(),
         "loom_binary": os.path.relpath(loom_bin, ROOT),
+        "loom_binary_built": datetime.datetime.fromtimestamp(os.path.getmtime(loom_bin)).isoformat(timespec="seconds"),
         "loadavg_start": os.getloadavg(),
     }
 
@@ -241,7 +243,7 @@ def main():
     table = markdown(results)
     load = machine["loadavg_start"][0]
     note = (f"Measured {started:%Y-%m-%d} at Loom {machine['loom_commit'][:9]}"
-            f"{' (bench/runtime/models/optim modified in the working tree)' if machine['loom_tree_dirty'] else ''} on "
+            f"{' (plus uncommitted changes in runtime/, models/ or optim/)' if machine['loom_tree_changes'] else ''} on "
             f"{machine['cpu_model']} ({machine['cpus']} CPUs, {machine['memory_gib']} GiB), PyTorch "
             f"{machine['torch'].get('version')}; {rounds} round(s) x ({warmup} warm-up + {steps} timed steps"
             f"{', fewer for gpt2-124M' if not args.quick else ''}). Load average at start {load:.2f}"

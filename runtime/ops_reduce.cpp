@@ -182,17 +182,35 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   return out;
 }
 
+// y = x W^T + b as one GEMM over all leading dims, with its own backward so that every
+// gradient comes out contiguous in its parameter's layout (no transposed copies):
+//   gx = g W  [R, K];   gW = g^T x  [N, K];   gb = sum_rows(g)  [N]
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   if (weight.dim() != 2) fail("linear", "weight must be [N, K], got " + weight.shape().str());
   if (x.size(-1) != weight.size(1))
     fail("linear", "input " + x.shape().str() + " does not match weight " + weight.shape().str());
-  // Flatten leading dims so one GEMM runs: [R, K] @ [K, N].
+  if (bias.defined() && (bias.dim() != 1 || bias.size(0) != weight.size(0)))
+    fail("linear", "bias " + bias.shape().str() + " does not match weight " + weight.shape().str());
   Dims out_shape = x.shape();
   out_shape[out_shape.size() - 1] = weight.size(0);
-  Tensor x2 = reshape(x, {-1, x.size(-1)});
-  Tensor y = matmul(x2, transpose(weight, 0, 1));
-  if (bias.defined()) y = add(y, bias);
-  return reshape(y, out_shape);
+  Tensor x2, y;
+  {
+    NoGradGuard ng;
+    x2 = reshape(x.detach(), {-1, x.size(-1)});
+    y = matmul(x2, transpose(weight.detach(), 0, 1));
+    if (bias.defined()) y = add(y, bias.detach());
+    y = reshape(y, out_shape);
+  }
+  Tensor xd = x2, wd = weight.detach();
+  bool gx = x.requires_grad(), gw = weight.requires_grad(), gb = bias.defined() && bias.requires_grad();
+  Dims x_shape = x.shape();
+  record_lambda("LinearBackward", {x, weight, bias}, y, [xd, wd, gx, gw, gb, x_shape](std::vector<Tensor>&& g) {
+    Tensor g2 = reshape(g[0], {-1, wd.size(0)});
+    return std::vector<Tensor>{gx ? reshape(matmul(g2, wd), x_shape) : Tensor(),
+                               gw ? matmul(transpose(g2, 0, 1), xd) : Tensor(),
+                               gb ? sum(g2, {0}) : Tensor()};
+  });
+  return y;
 }
 
 }  // namespace loom::runtime
