@@ -2,6 +2,8 @@
 // data-parallel slices, shifted targets, windows inside one shard, the validation stream,
 // and the arithmetic source's packing and prompt masking.
 #include <gtest/gtest.h>
+
+#include "tests/test_util.h"
 #include <unistd.h>
 
 #include <filesystem>
@@ -15,17 +17,8 @@ using loom::runtime::Tensor;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path = fs::temp_directory_path() /
-           ("loom_loader_" + std::to_string(::getpid()) + "_" + info->test_suite_name() + "_" + info->name());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
+struct TempDir : loom::testing::TempDir {
+  TempDir() : loom::testing::TempDir("loom_loader") {}
 };
 
 std::vector<int64_t> vec(const Tensor& t) { return t.to_vector<int64_t>(); }

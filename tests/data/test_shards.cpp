@@ -1,6 +1,8 @@
 // test_shards.cpp: token shard files (write, map, validate, errors) and prepare_shards on
 // generated text and JSONL inputs.
 #include <gtest/gtest.h>
+
+#include "tests/test_util.h"
 #include <unistd.h>
 
 #include <filesystem>
@@ -16,17 +18,8 @@ using namespace loom::data;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path = fs::temp_directory_path() /
-           ("loom_shards_" + std::to_string(::getpid()) + "_" + info->test_suite_name() + "_" + info->name());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
+struct TempDir : loom::testing::TempDir {
+  TempDir() : loom::testing::TempDir("loom_shards") {}
 };
 
 void write_text(const std::string& path, const std::string& s) {

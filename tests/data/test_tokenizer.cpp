@@ -1,6 +1,8 @@
 // test_tokenizer.cpp: byte-level BPE: chunking, lossless round trips, training, special
 // tokens, tokenizer.json save/load, and agreement with a naive reference BPE.
 #include <gtest/gtest.h>
+
+#include "tests/test_util.h"
 #include <unistd.h>
 
 #include <chrono>
@@ -19,17 +21,8 @@ using loom::data::BpeTokenizer;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path = fs::temp_directory_path() /
-           ("loom_tok_" + std::to_string(::getpid()) + "_" + info->test_suite_name() + "_" + info->name());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
+struct TempDir : loom::testing::TempDir {
+  TempDir() : loom::testing::TempDir("loom_tok") {}
 };
 
 std::string random_bytes(uint64_t seed, size_t n) {

@@ -11,6 +11,8 @@
 #include <sstream>
 #include <string>
 
+#include "tests/test_util.h"
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -21,7 +23,7 @@ struct RunResult {
 };
 
 // Runs the loom binary with `args` (and env assignments in `env`), capturing stdout+stderr.
-RunResult loom(const std::string& args, const std::string& env = "") {
+RunResult run_loom(const std::string& args, const std::string& env = "") {
   std::string cmd = "env OMP_NUM_THREADS=1 " + env + " " + LOOM_BINARY + " " + args + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   std::string out;
@@ -30,13 +32,6 @@ RunResult loom(const std::string& args, const std::string& env = "") {
   int status = pclose(p);
   int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return {code, out};
-}
-
-std::string temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("loom_e2e_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d.string();
 }
 
 // A small, fast config (the quickstart's shape, shrunk) on the arithmetic corpus.
@@ -76,29 +71,31 @@ double last_val_loss(const std::string& run_dir) {
 }  // namespace
 
 TEST(TrainE2E, ConfigErrorsNameFileLineAndKey) {
-  std::string dir = temp_dir("cfg");
+  loom::testing::TempDir tmp("loom_e2e");
+  std::string dir = tmp.str();
   std::string path = dir + "/bad.yaml";
   std::ofstream(path) << "model:\n  n_layer: 4\n  d_model: big\ntrain: {steps: -3}\n";
-  RunResult r = loom("train " + path);
+  RunResult r = run_loom("train " + path);
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find(path + ":2:3: unknown key 'model.n_layer' (did you mean 'model.n_layers'?)"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find(path + ":3:12: model.d_model"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("train.steps"), std::string::npos) << r.output;
-  RunResult o = loom("train --set optim.lr=fast --set train.stepz=3");
+  RunResult o = run_loom("train --set optim.lr=fast --set train.stepz=3");
   EXPECT_NE(o.exit_code, 0);
   EXPECT_NE(o.output.find("--set optim.lr=fast"), std::string::npos) << o.output;
   EXPECT_NE(o.output.find("train.stepz"), std::string::npos) << o.output;
-  EXPECT_EQ(loom("train --list-keys").exit_code, 0);
-  EXPECT_EQ(loom("--version").exit_code, 0);
+  EXPECT_EQ(run_loom("train --list-keys").exit_code, 0);
+  EXPECT_EQ(run_loom("--version").exit_code, 0);
   for (const char* sub : {"train", "generate", "eval", "data prepare", "tokenizer train"})
-    EXPECT_EQ(loom(std::string(sub) + " --help").exit_code, 0) << sub;
+    EXPECT_EQ(run_loom(std::string(sub) + " --help").exit_code, 0) << sub;
 }
 
 TEST(TrainE2E, LearnsArithmeticAndResumesBitExactlyAfterSigkill) {
-  std::string dir = temp_dir("resume");
+  loom::testing::TempDir tmp("loom_e2e");
+  std::string dir = tmp.str();
   std::string cfg = small_config(dir, 24, "checkpoint: {every: 4, keep: 2}\n");
   // Reference: one uninterrupted run.
-  RunResult full = loom("train " + cfg + " --set run.dir=" + dir + "/full");
+  RunResult full = run_loom("train " + cfg + " --set run.dir=" + dir + "/full");
   ASSERT_EQ(full.exit_code, 0) << full.output;
   auto ref = losses(dir + "/full");
   ASSERT_EQ(ref.size(), 24u);
@@ -107,84 +104,88 @@ TEST(TrainE2E, LearnsArithmeticAndResumesBitExactlyAfterSigkill) {
   EXPECT_LT(last_val_loss(dir + "/full"), 2.8);
   EXPECT_LT(ref[24], ref[1] - 2.0);
   // Killed after step 10 (last checkpoint: 8), resumed.
-  RunResult killed = loom("train " + cfg + " --set run.dir=" + dir + "/k", "LOOM_TEST_KILL_AT_STEP=10");
+  RunResult killed = run_loom("train " + cfg + " --set run.dir=" + dir + "/k", "LOOM_TEST_KILL_AT_STEP=10");
   EXPECT_EQ(killed.exit_code, 128 + 9) << killed.output;
-  RunResult resumed = loom("train " + cfg + " --set run.dir=" + dir + "/k --resume");
+  RunResult resumed = run_loom("train " + cfg + " --set run.dir=" + dir + "/k --resume");
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_NE(resumed.output.find("resumed from"), std::string::npos);
   EXPECT_EQ(losses(dir + "/k"), ref);  // bit-identical, every step
   // Killed in the middle of writing the step-16 checkpoint: the step-12 one stays good.
-  RunResult torn = loom("train " + cfg + " --set run.dir=" + dir + "/t --set train.steps=16",
+  RunResult torn = run_loom("train " + cfg + " --set run.dir=" + dir + "/t --set train.steps=16",
                         "LOOM_TEST_KILL_IN_SAVE=5");
   EXPECT_NE(torn.exit_code, 0);
   // The first save (step 4) is the one killed; nothing good exists yet, so it starts over.
-  RunResult again = loom("train " + cfg + " --set run.dir=" + dir + "/t --resume");
+  RunResult again = run_loom("train " + cfg + " --set run.dir=" + dir + "/t --resume");
   ASSERT_EQ(again.exit_code, 0) << again.output;
   EXPECT_EQ(losses(dir + "/t"), ref);
 }
 
 TEST(TrainE2E, CorruptCheckpointIsRefusedOrSkippedWithFallback) {
-  std::string dir = temp_dir("corrupt");
+  loom::testing::TempDir tmp("loom_e2e");
+  std::string dir = tmp.str();
   std::string cfg = small_config(dir, 8, "checkpoint: {every: 4, keep: 3}\n");
-  ASSERT_EQ(loom("train " + cfg).exit_code, 0);
+  ASSERT_EQ(run_loom("train " + cfg).exit_code, 0);
   std::string newest = dir + "/run/checkpoints/step_00000008.h5";
   ASSERT_TRUE(fs::exists(newest));
   fs::resize_file(newest, fs::file_size(newest) / 2);  // truncated
-  RunResult r = loom("train " + cfg + " --resume --set train.steps=10");
+  RunResult r = run_loom("train " + cfg + " --resume --set train.steps=10");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("step_00000008.h5"), std::string::npos) << r.output;
-  RunResult f = loom("train " + cfg + " --resume --fallback --set train.steps=10");
+  RunResult f = run_loom("train " + cfg + " --resume --fallback --set train.steps=10");
   EXPECT_EQ(f.exit_code, 0) << f.output;
   EXPECT_NE(f.output.find("step_00000004.h5"), std::string::npos) << f.output;
-  RunResult g = loom("generate --ckpt " + dir + "/run --prompt 12+ --max-new-tokens 4 --temperature 0");
+  RunResult g = run_loom("generate --ckpt " + dir + "/run --prompt 12+ --max-new-tokens 4 --temperature 0");
   EXPECT_EQ(g.exit_code, 0) << g.output;
   EXPECT_EQ(g.output.rfind("12+", 0), 0u) << g.output;
 }
 
 TEST(TrainE2E, BadDataFilesGiveClearErrors) {
-  std::string dir = temp_dir("data");
+  loom::testing::TempDir tmp("loom_e2e");
+  std::string dir = tmp.str();
   std::ofstream(dir + "/a.jsonl") << "{\"text\": \"hello world\"}\n{\"text\": 3}\n";
-  RunResult r = loom("data prepare " + dir + "/a.jsonl --out " + dir + "/shards");
+  RunResult r = run_loom("data prepare " + dir + "/a.jsonl --out " + dir + "/shards");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find(dir + "/a.jsonl:2"), std::string::npos) << r.output;
   // A good corpus trains from shards; a corrupted shard is named when training starts.
   std::ofstream t(dir + "/b.txt");
   for (int i = 0; i < 400; ++i) t << "the quick brown fox " << i << " jumps over the lazy dog.\n";
   t.close();
-  RunResult p = loom("data prepare " + dir + "/b.txt --lines --vocab-size 300 --val-fraction 0.1 --out " + dir + "/shards");
+  RunResult p = run_loom("data prepare " + dir + "/b.txt --lines --vocab-size 300 --val-fraction 0.1 --out " + dir + "/shards");
   ASSERT_EQ(p.exit_code, 0) << p.output;
   std::string cfg = small_config(dir, 3);
-  RunResult ok = loom("train " + cfg + " --set data.source=shards --set data.path=" + dir + "/shards");
+  RunResult ok = run_loom("train " + cfg + " --set data.source=shards --set data.path=" + dir + "/shards");
   EXPECT_EQ(ok.exit_code, 0) << ok.output;
   {
     std::fstream f(dir + "/shards/train_000.bin", std::ios::in | std::ios::out | std::ios::binary);
     f.seekp(100);
     f.put('\x7f');
   }
-  RunResult bad = loom("train " + cfg + " --set data.source=shards --set data.path=" + dir + "/shards --set run.dir=" + dir + "/run2");
+  RunResult bad = run_loom("train " + cfg + " --set data.source=shards --set data.path=" + dir + "/shards --set run.dir=" + dir + "/run2");
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.output.find("train_000.bin"), std::string::npos) << bad.output;
 }
 
 TEST(TrainE2E, NonFiniteStepsStopWithCheckpointOrAreSkipped) {
-  std::string dir = temp_dir("nan");
+  loom::testing::TempDir tmp("loom_e2e");
+  std::string dir = tmp.str();
   // A learning rate of 1e30 blows the parameters up, so a later loss is not finite.
   std::string cfg = small_config(dir, 6, "");
-  RunResult stop = loom("train " + cfg + " --set optim.lr=1e30 --set optim.warmup_steps=0 --set optim.grad_clip=0");
+  RunResult stop = run_loom("train " + cfg + " --set optim.lr=1e30 --set optim.warmup_steps=0 --set optim.grad_clip=0");
   EXPECT_EQ(stop.exit_code, 3) << stop.output;
   EXPECT_NE(stop.output.find("non-finite"), std::string::npos) << stop.output;
   EXPECT_NE(stop.output.find("Last good state saved to"), std::string::npos) << stop.output;
   EXPECT_FALSE(fs::is_empty(dir + "/run/checkpoints"));
-  RunResult skip = loom("train " + cfg + " --set run.dir=" + dir + "/skip --set optim.lr=1e30 --set optim.warmup_steps=0 "
+  RunResult skip = run_loom("train " + cfg + " --set run.dir=" + dir + "/skip --set optim.lr=1e30 --set optim.warmup_steps=0 "
                         "--set optim.grad_clip=0 --set optim.nan_policy=skip");
   EXPECT_EQ(skip.exit_code, 0) << skip.output;
   EXPECT_NE(skip.output.find("step skipped"), std::string::npos) << skip.output;
 }
 
 TEST(TrainE2E, Gpt2PresetTrains) {
-  std::string dir = temp_dir("gpt2");
+  loom::testing::TempDir tmp("loom_e2e");
+  std::string dir = tmp.str();
   std::string cfg = small_config(dir, 6, "");
-  RunResult r = loom("train " + cfg + " --set model.preset=gpt2 --set model.dropout=0.1");
+  RunResult r = run_loom("train " + cfg + " --set model.preset=gpt2 --set model.dropout=0.1");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   auto l = losses(dir + "/run");
   EXPECT_LT(l[6], l[1]);
