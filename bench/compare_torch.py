@@ -13,6 +13,7 @@ frameworks are divided by the same machine number. FLOPs per token: see bench/RE
 
 Run:  python bench/compare_torch.py [--quick] [--configs llama-tiny,...] [--threads 1,2]
                                     [--loom-bin build-bench/bench/bench_train] [--update-readme]
+      python bench/compare_torch.py --from-json bench/results/<file>.json [--update-readme]
 Writes bench/results/<date>-<shortcommit>[-quick].json and prints a Markdown table.
 """
 import argparse
@@ -164,7 +165,11 @@ def main():
     ap.add_argument("--loom-bin", default=os.path.join(ROOT, "build-bench", "bench", "bench_train"))
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/<date>-<commit>[-quick].json)")
     ap.add_argument("--update-readme", action="store_true", help="replace the results table in bench/README.md")
+    ap.add_argument("--from-json", default=None, help="re-render the tables (and README) from a results file, run nothing")
     args = ap.parse_args()
+    if args.from_json:
+        with open(args.from_json) as f:
+            return render(json.load(f), args.from_json, args.update_readme)
     if not os.access(args.loom_bin, os.X_OK):
         sys.exit(f"compare_torch: no bench_train at {args.loom_bin}; build it with\n  cmake -S . -B build-bench -G Ninja "
                  "-DLOOM_CUDA=OFF && cmake --build build-bench -j2 --target bench_train")
@@ -240,26 +245,35 @@ def main():
     with open(out, "w") as f:
         json.dump(doc, f, indent=1)
 
-    table = markdown(results)
-    load = machine["loadavg_start"][0]
-    note = (f"Measured {started:%Y-%m-%d} at Loom {machine['loom_commit'][:9]}"
-            f"{' (plus uncommitted changes in runtime/, models/ or optim/)' if machine['loom_tree_changes'] else ''} on "
+    render(doc, out, args.update_readme)
+
+
+def render(doc, out, update_readme):
+    """Prints the note and tables for one results document; optionally puts them in README.md."""
+    machine, results, peak = doc["machine"], doc["results"], doc["machine_gemm_peak_gflops"]
+    runs = sorted({f"{e['rounds']} round(s) x ({e['warmup']} warm-up + {e['steps']} timed steps)" for e in results})
+    per_cfg = "; ".join(f"{r}: " + ", ".join(sorted({e["config"] for e in results
+                        if f"{e['rounds']} round(s) x ({e['warmup']} warm-up + {e['steps']} timed steps)" == r}))
+                        for r in runs)
+    load0, load1 = machine["loadavg_start"][0], machine.get("loadavg_end", [float("nan")])[0]
+    note = (f"Measured {doc['started'][:10]} at Loom {machine['loom_commit'][:9]}"
+            f"{' (plus uncommitted changes in runtime/, models/ or optim/)' if machine.get('loom_tree_changes') else ''} on "
             f"{machine['cpu_model']} ({machine['cpus']} CPUs, {machine['memory_gib']} GiB), PyTorch "
-            f"{machine['torch'].get('version')}; {rounds} round(s) x ({warmup} warm-up + {steps} timed steps"
-            f"{', fewer for gpt2-124M' if not args.quick else ''}). Load average at start {load:.2f}"
-            f"{' (other processes were running: timings are noisy)' if load > 0.5 else ''}. "
+            f"{machine['torch'].get('version')}; {per_cfg}. Load average {load0:.2f} at start, {load1:.2f} at end"
+            f"{' (other processes were running: timings are noisy)' if max(load0, load1) > 0.5 else ''}. "
             f"GEMM peak (MFU denominator): {', '.join(f'{k} thread(s) {v:.1f} GFLOP/s' for k, v in sorted(peak.items()))}. "
             f"Raw data: `{os.path.relpath(out, ROOT)}`.")
+    table = markdown(results)
     print("\n" + note + "\n\n" + table + "\n\nAll settings:\n\n" + settings_table(results))
-    if args.update_readme:
+    if update_readme:
         path = os.path.join(HERE, "README.md")
         text = open(path).read()
-        block = f"<!-- results:begin -->\n{note}\n\n{table}\n\nEvery setting tried (median of all timed steps; per-round medians):\n\n{settings_table(results)}\n<!-- results:end -->"
+        block = (f"<!-- results:begin -->\n{note}\n\n{table}\n\nEvery setting tried (median of all timed steps; "
+                 f"per-round medians):\n\n{settings_table(results)}\n<!-- results:end -->")
         text = re.sub(r"<!-- results:begin -->.*<!-- results:end -->", lambda _: block, text, flags=re.S)
         open(path, "w").write(text)
         print(f"updated {os.path.relpath(path, ROOT)}")
     print(f"wrote {os.path.relpath(out, ROOT)}")
-
 
 if __name__ == "__main__":
     main()
