@@ -103,7 +103,7 @@ Tensor TransformerLM::head(const Tensor& x) const {
   return linear(h, cfg_.tie_embeddings ? param("model.embed_tokens.weight") : param("lm_head.weight"));
 }
 
-Tensor TransformerLM::block(const Tensor& x, int l, const Tensor& positions, const AttentionMask& mask) const {
+Tensor TransformerLM::block(const Tensor& x, int l, const Tensor& positions, const AttendFn& attend) const {
   const int64_t B = x.size(0), T = x.size(1), H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, D = cfg_.head_dim();
   std::string p = layer_prefix(l);
   Tensor h = norm(x, p + "input_layernorm");
@@ -114,7 +114,7 @@ Tensor TransformerLM::block(const Tensor& x, int l, const Tensor& positions, con
     q = rope(q, positions, cfg_.rope_theta);
     k = rope(k, positions, cfg_.rope_theta);
   }
-  Tensor a = attention(q, k, v, mask).out.view({B, T, H * D});
+  Tensor a = attend(q, k, v).reshape({B, T, H * D});
   Tensor y = add(x, dropout(proj(a, p + "self_attn.o_proj"), cfg_.dropout, training_));
   Tensor m = mlp(norm(y, p + "post_attention_layernorm"), p + "mlp.");
   return add(y, dropout(m, cfg_.dropout, training_));
@@ -130,10 +130,15 @@ Tensor TransformerLM::forward(const Tensor& ids, const Tensor& positions, const 
   for (int l = 0; l < cfg_.n_layers; ++l) {
     if (recompute_ && grad_enabled()) {
       // The region runs again in backward, after this frame is gone: capture by value.
-      x = checkpoint([this, l, pos, m](const std::vector<Tensor>& in) { return std::vector<Tensor>{block(in[0], l, pos, m)}; },
-                     {x})[0];
+      x = checkpoint(
+          [this, l, pos, m](const std::vector<Tensor>& in) {
+            return std::vector<Tensor>{block(in[0], l, pos, [&m](const Tensor& q, const Tensor& k, const Tensor& v) {
+              return attention(q, k, v, m).out;
+            })};
+          },
+          {x})[0];
     } else {
-      x = block(x, l, pos, m);
+      x = block(x, l, pos, [&m](const Tensor& q, const Tensor& k, const Tensor& v) { return attention(q, k, v, m).out; });
     }
   }
   return head(x);
@@ -195,7 +200,7 @@ Tensor TransformerLM::attention_cached(const Tensor& q, const Tensor& k, const T
 
 Tensor TransformerLM::forward_cached(const Tensor& ids, KVCache& cache, const std::vector<int64_t>& counts) const {
   NoGradGuard ng;
-  const int64_t B = ids.size(0), t = ids.size(1), H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, D = cfg_.head_dim();
+  const int64_t B = ids.size(0), t = ids.size(1);
   if (B != cache.batch()) throw std::invalid_argument("forward_cached: ids batch differs from the cache's");
   std::vector<int64_t> n = counts.empty() ? std::vector<int64_t>(size_t(B), t) : counts;
   std::vector<int64_t> pos(static_cast<size_t>(B * t));
@@ -203,20 +208,10 @@ Tensor TransformerLM::forward_cached(const Tensor& ids, KVCache& cache, const st
     for (int64_t i = 0; i < t; ++i) pos[size_t(b * t + i)] = cache.length(b) + std::min(i, std::max<int64_t>(n[size_t(b)] - 1, 0));
   Tensor positions = Tensor::from_vector(pos, {B, t});
   Tensor x = embed(ids, positions);
-  for (int l = 0; l < cfg_.n_layers; ++l) {
-    std::string p = layer_prefix(l);
-    Tensor h = norm(x, p + "input_layernorm");
-    Tensor q = proj(h, p + "self_attn.q_proj").view({B, t, H, D});
-    Tensor k = proj(h, p + "self_attn.k_proj").view({B, t, Hkv, D});
-    Tensor v = proj(h, p + "self_attn.v_proj").view({B, t, Hkv, D});
-    if (cfg_.positions == "rope") {
-      q = rope(q, positions, cfg_.rope_theta);
-      k = rope(k, positions, cfg_.rope_theta);
-    }
-    Tensor a = attention_cached(q, k, v, l, cache).reshape({B, t, H * D});
-    x = add(x, proj(a, p + "self_attn.o_proj"));
-    x = add(x, mlp(norm(x, p + "post_attention_layernorm"), p + "mlp."));
-  }
+  for (int l = 0; l < cfg_.n_layers; ++l)
+    x = block(x, l, positions, [&](const Tensor& q, const Tensor& k, const Tensor& v) {
+      return attention_cached(q, k, v, l, cache);
+    });
   cache.advance(n);
   return head(x);
 }

@@ -3,6 +3,7 @@
 // initial value is a pure function of (seed, name, full shape), so every parallel layout and
 // every resumed run starts from the same model. Parallelism is applied beside it (parallel/).
 #pragma once
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -60,7 +61,10 @@ class TransformerLM {
   Tensor proj(const Tensor& x, const std::string& name) const;  // linear with optional bias
   Tensor embed(const Tensor& ids, const Tensor& positions) const;
   Tensor head(const Tensor& x) const;
-  Tensor block(const Tensor& x, int layer, const Tensor& positions, const runtime::AttentionMask& mask) const;
+  // One decoder block; `attend` maps rotated q [B, T, H, D] and k, v [B, T, Hkv, D] to the
+  // attention output [B, T, H, D] (full-sequence attention in training, the cache in decoding).
+  using AttendFn = std::function<Tensor(const Tensor& q, const Tensor& k, const Tensor& v)>;
+  Tensor block(const Tensor& x, int layer, const Tensor& positions, const AttendFn& attend) const;
   Tensor attention_cached(const Tensor& q, const Tensor& k, const Tensor& v, int layer, KVCache& cache) const;
 
   ModelConfig cfg_;
