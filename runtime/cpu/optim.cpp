@@ -6,6 +6,21 @@
 namespace loom::runtime::cpu {
 namespace {
 
+// The update loop as a plain function over restrict pointers, so that it vectorises (this file
+// is built with -fno-math-errno so sqrt needs no scalar errno path).
+template <class T>
+void adamw_range(const T* __restrict g, T* __restrict p, T* __restrict m, T* __restrict v, int64_t begin, int64_t end,
+                 T b1, T b2, T decay, T step, T inv_sqrt_c2, T eps) {
+  for (int64_t i = begin; i < end; ++i) {
+    T gi = g[i];
+    T mi = b1 * m[i] + (T(1) - b1) * gi;
+    T vi = b2 * v[i] + (T(1) - b2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = p[i] * decay - step * mi / (std::sqrt(vi) * inv_sqrt_c2 + eps);
+  }
+}
+
 // AdamW (Loshchilov & Hutter, 2019): decoupled decay p -= lr wd p, then the Adam step
 // p -= lr m_hat / (sqrt(v_hat) + eps) with bias corrections 1 - beta^t.
 void k_adamw(const KernelArgs& a) {
@@ -27,14 +42,7 @@ void k_adamw(const KernelArgs& a) {
     const T step = T(lr / c1), decay = T(1.0 - lr * wd), tb1 = T(b1), tb2 = T(b2), inv_sqrt_c2 = T(1.0 / std::sqrt(c2));
     const T teps = T(eps);
     parallel_for(p.numel(), 16384, [&](int64_t s, int64_t e) {
-      for (int64_t i = s; i < e; ++i) {
-        T gi = pg[i];
-        T mi = tb1 * pm[i] + (T(1) - tb1) * gi;
-        T vi = tb2 * pv[i] + (T(1) - tb2) * gi * gi;
-        pm[i] = mi;
-        pv[i] = vi;
-        pp[i] = pp[i] * decay - step * mi / (std::sqrt(vi) * inv_sqrt_c2 + teps);
-      }
+      adamw_range<T>(pg, pp, pm, pv, s, e, tb1, tb2, decay, step, inv_sqrt_c2, teps);
     });
   });
 }
