@@ -6,6 +6,8 @@
 // the error is max|a - b| / max|b| per tensor: below 1e-5 in f32, 1e-10 in f64.
 #include <gtest/gtest.h>
 
+#include "tests/golden_compare.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -26,55 +28,7 @@ SafetensorsFile load_golden(const std::string& name) {
 int64_t meta_int(const SafetensorsFile& f, const std::string& key) { return std::stoll(f.metadata.at(key)); }
 double meta_double(const SafetensorsFile& f, const std::string& key) { return std::stod(f.metadata.at(key)); }
 
-// Prints one line per tensor and counts failures; the test asserts on the count at the end.
-class Comparer {
- public:
-  explicit Comparer(double tol) : tol_(tol) {}
-
-  void check(const std::string& label, const Tensor& got, const Tensor& want) {
-    if (!got.defined()) {
-      std::printf("NOT OK %-40s missing (no gradient reached it)\n", label.c_str());
-      ++failures_;
-      return;
-    }
-    if (got.shape() != want.shape()) {
-      std::printf("NOT OK %-40s shape %s, golden %s\n", label.c_str(), got.shape().str().c_str(),
-                  want.shape().str().c_str());
-      ++failures_;
-      return;
-    }
-    std::vector<double> a = got.to_double_vector(), b = want.to_double_vector();
-    double max_diff = 0, max_ref = 0;
-    for (size_t i = 0; i < a.size(); ++i) {
-      double d = std::abs(a[i] - b[i]);
-      max_diff = std::isnan(d) ? INFINITY : std::max(max_diff, d);
-      max_ref = std::max(max_ref, std::abs(b[i]));
-    }
-    double rel = max_ref > 0 ? max_diff / max_ref : max_diff;
-    bool ok = rel <= tol_;
-    std::printf("%-6s %-40s max|diff| %.3e  max|ref| %.3e  rel %.3e\n", ok ? "OK" : "NOT OK", label.c_str(), max_diff,
-                max_ref, rel);
-    worst_ = std::max(worst_, rel);
-    if (!ok) {
-      ++failures_;
-      failed_.push_back(label);
-    }
-  }
-
-  // One verdict, llm.c style, and a gtest failure listing what disagreed.
-  void verdict(const std::string& what) const {
-    std::printf("%s: %s (worst rel %.3e, tolerance %.0e)\n", what.c_str(), failures_ ? "NOT OK" : "OK", worst_, tol_);
-    std::string list;
-    for (const auto& f : failed_) list += " " + f;
-    EXPECT_EQ(failures_, 0) << what << ": tensors outside tolerance:" << list;
-  }
-
- private:
-  double tol_;
-  double worst_ = 0;
-  int failures_ = 0;
-  std::vector<std::string> failed_;
-};
+using loom::testing::Comparer;
 
 const char* kWeights[] = {"input_layernorm.weight",  "self_attn.q_proj.weight",         "self_attn.k_proj.weight",
                           "self_attn.v_proj.weight", "self_attn.o_proj.weight",         "post_attention_layernorm.weight",
