@@ -177,14 +177,18 @@ WorkPtr Comm::post_all_to_all(const Tensor& in, const Tensor& out, const std::ve
   return ensure_unless(blocking, do_all_to_all(in.contiguous(), out, s, r, equal, blocking));
 }
 
+void Comm::check_peer(const char* op, const char* role, int peer, int tag) const {
+  if (peer < 0 || peer >= size_)
+    throw std::invalid_argument(where(op) + ": " + role + " " + std::to_string(peer) + " is not a rank of the group");
+  if (tag < 0 || tag >= kMaxTag)
+    throw std::invalid_argument(where(op) + ": tag " + std::to_string(tag) + " outside [0, " +
+                                std::to_string(kMaxTag) + ")");
+}
+
 WorkPtr Comm::post_send(const Tensor& x, int dst, int tag, bool blocking) {
   const char* name = "send";
   check_tensor(x, name, "x", false);
-  if (dst < 0 || dst >= size_)
-    throw std::invalid_argument(where(name) + ": destination " + std::to_string(dst) + " is not a rank of the group");
-  if (tag < 0 || tag >= kMaxTag)
-    throw std::invalid_argument(where(name) + ": tag " + std::to_string(tag) + " outside [0, " +
-                                std::to_string(kMaxTag) + ")");
+  check_peer(name, "destination", dst, tag);
   runtime::NoGradGuard ng;
   return ensure_unless(blocking, do_send(x.contiguous(), dst, tag, blocking));
 }
@@ -192,11 +196,7 @@ WorkPtr Comm::post_send(const Tensor& x, int dst, int tag, bool blocking) {
 WorkPtr Comm::post_recv(const Tensor& x, int src, int tag, bool blocking) {
   const char* name = "recv";
   check_tensor(x, name, "x", true);
-  if (src < 0 || src >= size_)
-    throw std::invalid_argument(where(name) + ": source " + std::to_string(src) + " is not a rank of the group");
-  if (tag < 0 || tag >= kMaxTag)
-    throw std::invalid_argument(where(name) + ": tag " + std::to_string(tag) + " outside [0, " +
-                                std::to_string(kMaxTag) + ")");
+  check_peer(name, "source", src, tag);
   runtime::NoGradGuard ng;
   return ensure_unless(blocking, do_recv(x, src, tag, blocking));
 }

@@ -149,6 +149,8 @@ class Comm : public std::enable_shared_from_this<Comm> {
   WorkPtr post_send(const Tensor& x, int dst, int tag, bool blocking);
   WorkPtr post_recv(const Tensor& x, int src, int tag, bool blocking);
   void check_tensor(const Tensor& t, const char* op, const char* what, bool output) const;
+  // Send/recv arguments: the peer is a rank of the group and the tag is in [0, kMaxTag).
+  void check_peer(const char* op, const char* role, int peer, int tag) const;
   std::vector<int64_t> check_rows(const std::vector<int64_t>& rows, const char* op, const char* what) const;
 
   int rank_, size_;
