@@ -18,7 +18,11 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <set>
+
+#include "parallel/comm.h"
 
 namespace loom::launch {
 namespace fs = std::filesystem;
@@ -304,9 +308,12 @@ bool is_temp_name(const std::string& fname) {
   return fname.rfind(".step_", 0) == 0 && fname.find(".h5.tmp-") != std::string::npos;
 }
 
-std::optional<int64_t> step_of(const std::string& fname) {
-  if (fname.size() <= 8 || fname.rfind("step_", 0) != 0 || fname.substr(fname.size() - 3) != ".h5") return std::nullopt;
-  std::string digits = fname.substr(5, fname.size() - 8);
+// "step_<digits>.h5" (one file) or, with directory = true, "step_<digits>" (one file per rank).
+std::optional<int64_t> step_of(const std::string& fname, bool directory = false) {
+  const size_t suffix = directory ? 0 : 3;
+  if (fname.size() <= 5 + suffix || fname.rfind("step_", 0) != 0) return std::nullopt;
+  if (!directory && fname.substr(fname.size() - 3) != ".h5") return std::nullopt;
+  std::string digits = fname.substr(5, fname.size() - 5 - suffix);
   if (digits.empty() || !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
     return std::nullopt;
   int64_t v = 0;
@@ -510,9 +517,13 @@ CheckpointState read_file(const std::string& path, bool verify, bool keep) {
   return s;
 }
 
+CheckpointState read_sharded(const std::string& dir, bool verify, bool keep);
+
 CheckpointState read_checkpoint(const std::string& path, bool verify, bool keep) {
   QuietHdf5 quiet;
   try {
+    std::error_code ec;
+    if (fs::is_directory(path, ec)) return read_sharded(path, verify, keep);
     return read_file(path, verify, keep);
   } catch (const Detail& e) {
     throw CheckpointError("checkpoint '" + path + "': " + e.what());
@@ -539,22 +550,15 @@ std::string checkpoint_path(const std::string& dir, int64_t step) {
   return (fs::path(dir) / buf).string();
 }
 
-std::string save_checkpoint(const std::string& dir, const CheckpointState& state, int keep_last) {
-  std::string final_path = checkpoint_path(dir, state.step);
-  QuietHdf5 quiet;
-  std::string tmp;
-  try {
-    if (state.step < 0) throw Detail("negative step " + std::to_string(state.step));
-    check_tensor_names(state);
-    std::error_code ec;
-    fs::create_directories(dir, ec);
-    if (ec) throw Detail("cannot create directory '" + dir + "': " + ec.message());
-    // Leftovers of saves that crashed: never valid, never listed; remove them now.
-    for (const auto& entry : fs::directory_iterator(dir, ec))
-      if (is_temp_name(entry.path().filename().string())) fs::remove(entry.path(), ec);
+namespace {
 
-    tmp = (fs::path(dir) / ("." + fs::path(final_path).filename().string() + ".tmp-" + std::to_string(::getpid())))
-              .string();
+// Writes `state` to `final_path` through a temporary file in the same directory (flushed,
+// fsynced, renamed, directory fsynced). Throws Detail.
+void write_atomic(const std::string& final_path, const CheckpointState& state) {
+  const std::string dir = fs::path(final_path).parent_path().string();
+  std::string tmp = (fs::path(dir) / ("." + fs::path(final_path).filename().string() + ".tmp-" +
+                                      std::to_string(::getpid()))).string();
+  try {
     int kill_after = -1;
     if (const char* env = std::getenv("LOOM_TEST_KILL_IN_SAVE")) kill_after = std::atoi(env);
     write_file(tmp, state, kill_after);
@@ -563,22 +567,184 @@ std::string save_checkpoint(const std::string& dir, const CheckpointState& state
       throw Detail("cannot rename '" + tmp + "' into place: " + std::strerror(errno));
     tmp.clear();
     fsync_path(dir, true);
-  } catch (const std::exception& e) {
+  } catch (...) {
     if (!tmp.empty()) std::remove(tmp.c_str());
-    throw CheckpointError("checkpoint '" + final_path + "': cannot save: " + e.what());
+    throw;
   }
+}
 
-  if (keep_last > 0) {
-    std::vector<std::string> others;
-    for (const std::string& p : list_checkpoints(dir))
-      if (fs::path(p).filename() != fs::path(final_path).filename()) others.push_back(p);
-    while (!others.empty() && others.size() + 1 > size_t(keep_last)) {
-      std::error_code ec;
-      fs::remove(others.front(), ec);
-      if (ec) std::cerr << "warning: cannot delete old checkpoint '" << others.front() << "': " << ec.message() << "\n";
-      others.erase(others.begin());
+void prepare_dir(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw Detail("cannot create directory '" + dir + "': " + ec.message());
+  // Leftovers of saves that crashed: never valid, never listed; remove them now.
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    std::string f = entry.path().filename().string();
+    if (is_temp_name(f) || (f.rfind(".step_", 0) == 0 && f.find(".tmp") != std::string::npos))
+      fs::remove_all(entry.path(), ec);
+  }
+}
+
+void prune(const std::string& dir, const std::string& keep_path, int keep_last) {
+  if (keep_last <= 0) return;
+  std::vector<std::string> others;
+  for (const std::string& p : list_checkpoints(dir))
+    if (fs::path(p).filename() != fs::path(keep_path).filename()) others.push_back(p);
+  while (!others.empty() && others.size() + 1 > size_t(keep_last)) {
+    std::error_code ec;
+    fs::remove_all(others.front(), ec);
+    if (ec) std::cerr << "warning: cannot delete old checkpoint '" << others.front() << "': " << ec.message() << "\n";
+    others.erase(others.begin());
+  }
+}
+
+std::string rank_file(const std::string& dir, int rank) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "rank_%05d.h5", rank);
+  return (fs::path(dir) / buf).string();
+}
+
+// Assembles the pieces of every rank file into full tensors.
+CheckpointState read_sharded(const std::string& dir, bool verify, bool keep) {
+  CheckpointState first = read_file(rank_file(dir, 0), verify, keep);
+  auto ws = first.ints.find("layout/world_size");
+  if (ws == first.ints.end()) throw Detail("rank_00000.h5 has no layout/world_size");
+  const int world = int(ws->second);
+  CheckpointState out;
+  out.step = first.step;
+  out.strings = first.strings;
+  out.ints = first.ints;
+  out.floats = first.floats;
+  out.strings.erase("layout/pieces");
+  struct Full {
+    Tensor t;
+    int64_t covered = 0;
+  };
+  std::map<std::string, Full> full;
+  std::vector<std::string> order;
+  for (int r = 0; r < world; ++r) {
+    const std::string path = rank_file(dir, r);
+    CheckpointState s = r == 0 ? std::move(first) : read_file(path, verify, keep);
+    if (s.step != out.step) throw Detail(fs::path(path).filename().string() + " is of step " + std::to_string(s.step));
+    if (!keep) continue;
+    nlohmann::json pieces = nlohmann::json::parse(s.strings.at("layout/pieces"));
+    for (auto& [name, t] : s.tensors) {
+      const nlohmann::json& pj = pieces.at(name);
+      runtime::Dims shape;
+      for (int64_t d : pj.at("shape")) shape.push_back(d);
+      Full& f = full[name];
+      if (!f.t.defined()) {
+        f.t = Tensor::zeros(shape, t.dtype());
+        order.push_back(name);
+      } else if (f.t.shape() != shape) {
+        throw Detail("tensor '" + name + "' has full shape " + shape.str() + " in " + path + " but " + f.t.shape().str() +
+                     " elsewhere");
+      }
+      Tensor flat = f.t.view({f.t.numel()});
+      int64_t at = 0;
+      for (const auto& run : pj.at("runs")) {
+        const int64_t off = run.at(0), len = run.at(1);
+        if (off < 0 || len < 0 || off + len > f.t.numel() || at + len > t.numel())
+          throw Detail("tensor '" + name + "' in " + path + ": run [" + std::to_string(off) + ", +" + std::to_string(len) +
+                       ") out of range");
+        flat.narrow(0, off, len).copy_(t.narrow(0, at, len));
+        at += len;
+        f.covered += len;
+      }
     }
   }
+  for (const std::string& name : order) {
+    const Full& f = full[name];
+    if (f.covered != f.t.numel())
+      throw Detail("tensor '" + name + "': the rank files hold " + std::to_string(f.covered) + " of its " +
+                   std::to_string(f.t.numel()) + " elements");
+    out.tensors.push_back({name, f.t});
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& dir, const CheckpointState& state, int keep_last) {
+  std::string final_path = checkpoint_path(dir, state.step);
+  QuietHdf5 quiet;
+  try {
+    if (state.step < 0) throw Detail("negative step " + std::to_string(state.step));
+    check_tensor_names(state);
+    prepare_dir(dir);
+    write_atomic(final_path, state);
+  } catch (const std::exception& e) {
+    throw CheckpointError("checkpoint '" + final_path + "': cannot save: " + e.what());
+  }
+  prune(dir, final_path, keep_last);
+  return final_path;
+}
+
+std::string save_sharded_checkpoint(const std::string& dir, const CheckpointState& meta,
+                                    const std::vector<parallel::Piece>& pieces, parallel::Comm& world, int keep_last) {
+  char name[32];
+  std::snprintf(name, sizeof name, "step_%08lld", static_cast<long long>(meta.step));
+  const std::string final_path = (fs::path(dir) / name).string();
+  const std::string tmp = (fs::path(dir) / ("." + std::string(name) + ".tmp")).string();
+  QuietHdf5 quiet;
+  // Every rank learns whether every other succeeded, so none waits for a failed one.
+  auto agree = [&](const std::string& error, const char* stage) {
+    Tensor ok = Tensor::scalar(error.empty() ? 1.0 : 0.0, DType::f64);
+    world.all_reduce(ok, parallel::ReduceOp::min);
+    if (!error.empty()) throw CheckpointError("checkpoint '" + final_path + "': cannot save: " + error);
+    if (ok.item() < 1.0)
+      throw CheckpointError("checkpoint '" + final_path + "': another rank failed to " + stage + " (see its message)");
+  };
+  std::string error;
+  try {
+    if (world.rank() == 0) {
+      prepare_dir(dir);
+      std::error_code ec;
+      fs::create_directories(tmp, ec);
+      if (ec) throw Detail("cannot create '" + tmp + "': " + ec.message());
+    }
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  agree(error, "prepare the directory");
+  try {
+    CheckpointState s;
+    s.step = meta.step;
+    if (world.rank() == 0) {
+      s.strings = meta.strings;
+      s.ints = meta.ints;
+      s.floats = meta.floats;
+    }
+    s.ints["layout/world_size"] = world.size();
+    s.ints["layout/rank"] = world.rank();
+    nlohmann::json pj = nlohmann::json::object();
+    for (const parallel::Piece& p : pieces) {
+      std::vector<int64_t> shape(p.full.begin(), p.full.end());
+      nlohmann::json runs = nlohmann::json::array();
+      for (const parallel::Run& r : p.runs) runs.push_back({r.offset, r.length});
+      pj[p.name] = {{"shape", shape}, {"runs", runs}};
+      s.tensors.push_back({p.name, p.data});
+    }
+    s.strings["layout/pieces"] = pj.dump();
+    check_tensor_names(s);
+    write_atomic(rank_file(tmp, world.rank()), s);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  agree(error, "write its file");
+  try {
+    if (world.rank() == 0) {
+      std::error_code ec;
+      if (fs::exists(final_path, ec)) fs::remove_all(final_path, ec);
+      if (std::rename(tmp.c_str(), final_path.c_str()) != 0)
+        throw Detail("cannot rename '" + tmp + "' into place: " + std::strerror(errno));
+      fsync_path(dir, true);
+    }
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  agree(error, "rename the checkpoint into place");
+  if (world.rank() == 0) prune(dir, final_path, keep_last);
   return final_path;
 }
 
@@ -592,6 +758,7 @@ std::vector<std::string> list_checkpoints(const std::string& dir) {
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     std::string fname = entry.path().filename().string();
     if (auto step = step_of(fname); step && entry.is_regular_file(ec)) found.push_back({*step, entry.path().string()});
+    if (auto step = step_of(fname, true); step && entry.is_directory(ec)) found.push_back({*step, entry.path().string()});
   }
   std::sort(found.begin(), found.end());
   std::vector<std::string> paths;

@@ -18,8 +18,16 @@
 //                      the FNV-1a 64 digests of each 1 MiB block of the raw LE bytes)
 //   /strings, /ints, /floats   groups holding CheckpointState's maps as attributes
 //
-// One writer per directory (rank 0): concurrent saves into the same directory are not
-// supported. The HDF5 library is the serial build: call these from one thread at a time.
+// Sharded form (runs of several ranks, save_sharded_checkpoint): a directory step_<N>/ with one
+// such file per rank, rank_<r>.h5, whose tensors are pieces of full tensors: the string
+// "layout/pieces" maps each tensor name to {"shape": full shape, "runs": [[offset, length],..]}
+// (flat row-major runs of the full tensor, in the order of the stored 1-D data), and the ints
+// layout/world_size and layout/rank say which file it is. Rank 0's file also holds the
+// metadata. Loading assembles the full tensors and checks that the pieces cover each exactly,
+// so a checkpoint from any layout loads into any other (and into one process).
+//
+// One save per directory at a time. The HDF5 library is the serial build: call these from one
+// thread at a time.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -29,7 +37,12 @@
 #include <utility>
 #include <vector>
 
+#include "parallel/shard.h"
 #include "runtime/tensor.h"
+
+namespace loom::parallel {
+class Comm;
+}
 
 namespace loom::launch {
 
@@ -68,7 +81,15 @@ std::string checkpoint_path(const std::string& dir, int64_t step);
 // after writing (and flushing) n tensors to the temporary file, to test crash safety.
 std::string save_checkpoint(const std::string& dir, const CheckpointState& state, int keep_last = 0);
 
-// Reads a checkpoint. Checks the format tag, the structure and (with verify) every checksum;
+// Collective over `world`: every rank writes its pieces (and rank 0 `meta`'s step, strings,
+// ints and floats) into dir/.step_<N>.tmp/rank_<r>.h5; once all have succeeded rank 0 renames
+// the directory to dir/step_<N> and prunes to keep_last. A failure on any rank makes every
+// rank throw CheckpointError (none waits for a failed one). Returns the directory's path.
+std::string save_sharded_checkpoint(const std::string& dir, const CheckpointState& meta,
+                                    const std::vector<parallel::Piece>& pieces, parallel::Comm& world,
+                                    int keep_last = 0);
+
+// Reads a checkpoint (a file, or a sharded directory whose pieces it assembles). Checks the format tag, the structure and (with verify) every checksum;
 // throws CheckpointError naming the file on any problem (missing file, not HDF5, truncated,
 // missing attribute, checksum mismatch naming the dataset, ...).
 CheckpointState load_checkpoint(const std::string& path, bool verify = true);
@@ -77,7 +98,7 @@ CheckpointState load_checkpoint(const std::string& path, bool verify = true);
 // (memory: one tensor at a time). Throws CheckpointError.
 void verify_checkpoint(const std::string& path);
 
-// Checkpoint files (dir/step_<digits>.h5) sorted by increasing step; temporaries ignored.
+// Checkpoints (files dir/step_<digits>.h5 and directories dir/step_<digits>) sorted by increasing step; temporaries ignored.
 // Empty when `dir` does not exist.
 std::vector<std::string> list_checkpoints(const std::string& dir);
 

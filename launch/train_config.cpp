@@ -71,11 +71,46 @@ const ConfigSchema& train_schema() {
     s.add_enum("optim.nan_policy", "stop", {"stop", "skip"},
                "non-finite loss or gradient: stop with a checkpoint, or skip the step");
 
+    s.add_int("parallel.dp", 0, "data-parallel degree (0: world size / (tp x pp x sp))", 0);
+    s.add_int("parallel.tp", 1, "tensor-parallel degree (Megatron; divides n_heads and n_kv_heads)", 1);
+    s.add_int("parallel.pp", 1, "pipeline-parallel degree", 1);
+    s.add_int("parallel.sp", 1, "context-parallel degree (sequence split inside attention)", 1);
+    s.add_bool("parallel.sequence_parallel", false,
+               "Megatron sequence parallelism: norms, dropout and residuals on 1/tp of the tokens");
+    s.add_int("parallel.zero_stage", 0, "ZeRO: 0 replicated, 1 sharded optimizer state, 2 also sharded gradients", 0, 2);
+    s.add_float("parallel.bucket_mb", 25.0, "gradient all-reduce bucket size in MiB", 0.0);
+    s.add_bool("parallel.overlap", true, "start each gradient bucket's reduction during backward");
+    s.add_float("parallel.timeout_s", 0.0, "collective timeout in seconds (0: $LOOM_COMM_TIMEOUT or 600)", 0.0);
+
     s.add_int("checkpoint.every", 0, "steps between checkpoints (0: only at the end)", 0);
     s.add_int("checkpoint.keep", 3, "checkpoints kept (0: all)", 0);
     return s;
   }();
   return schema;
+}
+
+parallel::ParallelDims build_parallel_dims(const Config& cfg, int world_size) {
+  parallel::ParallelDims p;
+  p.tp = int(cfg.get_int("parallel.tp"));
+  p.pp = int(cfg.get_int("parallel.pp"));
+  p.sp = int(cfg.get_int("parallel.sp"));
+  const int64_t rest = int64_t(p.tp) * p.pp * p.sp;
+  p.dp = int(cfg.get_int("parallel.dp"));
+  if (p.dp == 0) {
+    if (world_size % rest)
+      throw cfg.error("parallel.tp", "world size " + std::to_string(world_size) + " does not divide by tp " +
+                                         std::to_string(p.tp) + " x pp " + std::to_string(p.pp) + " x sp " +
+                                         std::to_string(p.sp));
+    p.dp = int(world_size / rest);
+  }
+  if (int64_t(p.dp) * rest != world_size)
+    throw cfg.error("parallel.dp", "dp " + std::to_string(p.dp) + " x tp " + std::to_string(p.tp) + " x pp " +
+                                       std::to_string(p.pp) + " x sp " + std::to_string(p.sp) + " = " +
+                                       std::to_string(int64_t(p.dp) * rest) + " but the job has " +
+                                       std::to_string(world_size) + " ranks");
+  if (p.pp > 1) throw cfg.error("parallel.pp", "pipeline parallelism is not available yet; use pp: 1");
+  if (p.sp > 1) throw cfg.error("parallel.sp", "context parallelism is not available yet; use sp: 1");
+  return p;
 }
 
 DataSetup build_data(const Config& cfg) {

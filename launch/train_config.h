@@ -9,6 +9,7 @@
 #include "models/config.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
+#include "parallel/mesh.h"
 
 namespace loom::launch {
 
@@ -25,6 +26,9 @@ DataSetup build_data(const Config& cfg);
 // model.* with vocab from the tokenizer when model.vocab_size is 0.
 models::ModelConfig build_model_config(const Config& cfg, int64_t tokenizer_vocab);
 optim::ScheduleOptions build_schedule(const Config& cfg);
+// parallel.* for a job of world_size ranks: dp 0 takes the remaining factor; the product must be
+// the world size (a ConfigError naming the key and each factor otherwise).
+parallel::ParallelDims build_parallel_dims(const Config& cfg, int world_size);
 std::unique_ptr<optim::Optimizer> build_optimizer(const Config& cfg, std::vector<optim::ParamRef> params);
 
 }  // namespace loom::launch

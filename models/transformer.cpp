@@ -9,12 +9,26 @@
 #include <cmath>
 #include <map>
 
+#include "runtime/kernels.h"
+
 namespace loom::models {
 
 using namespace runtime;
 
-Tensor init_normal(uint64_t seed, const std::string& name, const Dims& shape, double std, DType dtype) {
-  Tensor t = Tensor::randn(shape, mix64(seed) ^ hash_string(name.c_str()), DType::f64);
+Tensor init_normal(uint64_t seed, const std::string& name, const parallel::Shard& shard, double std, DType dtype) {
+  // The draws of Tensor::randn(full, mix64(seed) ^ hash(name), f64), taken at this shard's runs.
+  Tensor t = Tensor::empty(shard.local_shape(), DType::f64);
+  Tensor flat = t.view({t.numel()});
+  OpAttrs a;
+  a.seed = mix64(mix64(seed) ^ hash_string(name.c_str()));
+  a.alpha = 0.0;
+  a.beta = 1.0;
+  int64_t at = 0;
+  for (const parallel::Run& r : shard.runs()) {
+    a.offset = uint64_t(r.offset);
+    dispatch(Op::random_normal, {}, {flat.narrow(0, at, r.length)}, a);
+    at += r.length;
+  }
   NoGradGuard ng;
   return mul_scalar(t, std).to(dtype);
 }
@@ -23,8 +37,15 @@ namespace {
 std::string layer_prefix(int l) { return "model.layers." + std::to_string(l) + "."; }
 }  // namespace
 
-TransformerLM::TransformerLM(ModelConfig cfg, uint64_t seed, DType dtype) : cfg_(std::move(cfg)), dtype_(dtype) {
+TransformerLM::TransformerLM(ModelConfig cfg, uint64_t seed, DType dtype, parallel::TensorParallel tp)
+    : cfg_(std::move(cfg)), dtype_(dtype), tp_(std::move(tp)) {
   cfg_.validate();
+  const int t = tp_.size();
+  if (cfg_.n_heads % t || cfg_.n_kv_heads % t)
+    throw std::invalid_argument("tensor parallelism splits attention by whole heads: n_heads " +
+                                std::to_string(cfg_.n_heads) + " and n_kv_heads " + std::to_string(cfg_.n_kv_heads) +
+                                " must both divide by the tensor-parallel degree " + std::to_string(t));
+  vocab_ = parallel::split_range(cfg_.vocab_size, t, tp_.rank());
   const int64_t C = cfg_.d_model, D = cfg_.head_dim(), H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, F = cfg_.ffn_hidden;
   const double std = cfg_.init_std;
   // Residual output projections get std / sqrt(2 L) (GPT-2 paper, section 2.3).
@@ -34,34 +55,42 @@ TransformerLM::TransformerLM(ModelConfig cfg, uint64_t seed, DType dtype) : cfg_
     add_param(p + ".weight", {C}, 0.0, true, seed, 1.0);
     if (ln) add_param(p + ".bias", {C}, 0.0, true, seed);
   };
-  auto add_linear = [&](const std::string& p, int64_t out, int64_t in, double s) {
-    add_param(p + ".weight", {out, in}, s, false, seed);
+  // Column-parallel: output rows (and bias) split. Row-parallel: input columns split, the bias
+  // is added once after the reduction.
+  auto add_column = [&](const std::string& p, int64_t out, int64_t in, double s) {
+    add_param(p + ".weight", {out, in}, s, false, seed, 0.0, 0);
+    if (cfg_.bias) add_param(p + ".bias", {out}, 0.0, true, seed, 0.0, 0);
+  };
+  auto add_row = [&](const std::string& p, int64_t out, int64_t in, double s) {
+    add_param(p + ".weight", {out, in}, s, false, seed, 0.0, 1);
     if (cfg_.bias) add_param(p + ".bias", {out}, 0.0, true, seed);
   };
-  add_param("model.embed_tokens.weight", {cfg_.vocab_size, C}, std, true, seed);
+  add_param("model.embed_tokens.weight", {cfg_.vocab_size, C}, std, true, seed, 0.0, 0);
   if (cfg_.positions == "learned") add_param("model.embed_positions.weight", {cfg_.max_seq_len, C}, std, true, seed);
   for (int l = 0; l < cfg_.n_layers; ++l) {
     std::string p = layer_prefix(l);
     add_norm(p + "input_layernorm");
-    add_linear(p + "self_attn.q_proj", H * D, C, std);
-    add_linear(p + "self_attn.k_proj", Hkv * D, C, std);
-    add_linear(p + "self_attn.v_proj", Hkv * D, C, std);
-    add_linear(p + "self_attn.o_proj", C, H * D, out_std);
+    add_column(p + "self_attn.q_proj", H * D, C, std);
+    add_column(p + "self_attn.k_proj", Hkv * D, C, std);
+    add_column(p + "self_attn.v_proj", Hkv * D, C, std);
+    add_row(p + "self_attn.o_proj", C, H * D, out_std);
     add_norm(p + "post_attention_layernorm");
-    if (cfg_.activation == "swiglu") add_linear(p + "mlp.gate_proj", F, C, std);
-    add_linear(p + "mlp.up_proj", F, C, std);
-    add_linear(p + "mlp.down_proj", C, F, out_std);
+    if (cfg_.activation == "swiglu") add_column(p + "mlp.gate_proj", F, C, std);
+    add_column(p + "mlp.up_proj", F, C, std);
+    add_row(p + "mlp.down_proj", C, F, out_std);
   }
   add_norm("model.norm");
-  if (!cfg_.tie_embeddings) add_param("lm_head.weight", {cfg_.vocab_size, C}, std, false, seed);
+  if (!cfg_.tie_embeddings) add_param("lm_head.weight", {cfg_.vocab_size, C}, std, false, seed, 0.0, 0);
 }
 
 void TransformerLM::add_param(const std::string& name, const Dims& shape, double std, bool no_decay, uint64_t seed,
-                        double fill) {
-  Tensor t = std > 0 ? init_normal(seed, name, shape, std, dtype_) : Tensor::full(shape, fill, dtype_);
+                              double fill, int split_dim) {
+  parallel::Shard shard = tp_.active() && split_dim >= 0 ? parallel::Shard::split(shape, split_dim, tp_.size(), tp_.rank())
+                                                         : parallel::Shard::whole(shape);
+  Tensor t = std > 0 ? init_normal(seed, name, shard, std, dtype_) : Tensor::full(shard.local_shape(), fill, dtype_);
   t.set_requires_grad(true);
   index_[name] = params_.size();
-  params_.push_back({name, t, no_decay});
+  params_.push_back({name, t, no_decay, shard});
 }
 
 Tensor& TransformerLM::param(const std::string& name) {
@@ -82,31 +111,49 @@ Tensor TransformerLM::proj(const Tensor& x, const std::string& p) const {
   return linear(x, param(p + ".weight"), cfg_.bias ? param(p + ".bias") : Tensor());
 }
 
+Tensor TransformerLM::row_proj(const Tensor& x, const std::string& p) const {
+  Tensor y = parallel::exit_region(linear(x, param(p + ".weight")), tp_);
+  return cfg_.bias ? add(y, param(p + ".bias")) : y;
+}
+
+Tensor TransformerLM::drop(const Tensor& x) const {
+  // Under sequence parallelism each tp rank holds different tokens: a per-rank stream.
+  return dropout(x, cfg_.dropout, training_, tp_.sp() ? uint64_t(tp_.rank()) + 1 : 0);
+}
+
+// h: the normed input (replicated, or this rank's tokens under SP).
 Tensor TransformerLM::mlp(const Tensor& h, const std::string& p) const {
-  if (cfg_.activation == "swiglu") return proj(swiglu(proj(h, p + "gate_proj"), proj(h, p + "up_proj")), p + "down_proj");
-  return proj(gelu(proj(h, p + "up_proj"), true), p + "down_proj");
+  Tensor x = parallel::enter_region(h, tp_);
+  if (cfg_.activation == "swiglu") return row_proj(swiglu(proj(x, p + "gate_proj"), proj(x, p + "up_proj")), p + "down_proj");
+  return row_proj(gelu(proj(x, p + "up_proj"), true), p + "down_proj");
 }
 
 Tensor TransformerLM::embed(const Tensor& ids, const Tensor& positions) const {
-  Tensor x = embedding(param("model.embed_tokens.weight"), ids);
+  Tensor x = parallel::vocab_parallel_embedding(ids, param("model.embed_tokens.weight"), vocab_, tp_);
   if (cfg_.positions == "learned") {
     if (amax(positions).item() >= double(cfg_.max_seq_len))
       throw std::invalid_argument("position " + std::to_string(int64_t(amax(positions).item())) +
                                   " exceeds max_seq_len " + std::to_string(cfg_.max_seq_len));
-    x = add(x, embedding(param("model.embed_positions.weight"), positions));
+    x = add(x, embedding(param("model.embed_positions.weight"), parallel::sequence_chunk(positions, tp_)));
   }
-  return dropout(x, cfg_.dropout, training_);
+  return drop(x);
 }
 
 Tensor TransformerLM::head(const Tensor& x) const {
-  Tensor h = norm(x, "model.norm");
+  Tensor h = parallel::enter_region(norm(x, "model.norm"), tp_);
   return linear(h, cfg_.tie_embeddings ? param("model.embed_tokens.weight") : param("lm_head.weight"));
 }
 
+Tensor TransformerLM::loss_sum(const Tensor& logits, const Tensor& targets) const {
+  return parallel::vocab_parallel_cross_entropy(logits.view({-1, logits.size(-1)}), targets.reshape({-1}), vocab_, tp_);
+}
+
 Tensor TransformerLM::block(const Tensor& x, int l, const Tensor& positions, const AttendFn& attend) const {
-  const int64_t B = x.size(0), T = x.size(1), H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, D = cfg_.head_dim();
+  const int t = tp_.size();
+  const int64_t H = cfg_.n_heads / t, Hkv = cfg_.n_kv_heads / t, D = cfg_.head_dim();
   std::string p = layer_prefix(l);
-  Tensor h = norm(x, p + "input_layernorm");
+  Tensor h = parallel::enter_region(norm(x, p + "input_layernorm"), tp_);  // [B, T, C], all tokens
+  const int64_t B = h.size(0), T = h.size(1);
   Tensor q = proj(h, p + "self_attn.q_proj").view({B, T, H, D});
   Tensor k = proj(h, p + "self_attn.k_proj").view({B, T, Hkv, D});
   Tensor v = proj(h, p + "self_attn.v_proj").view({B, T, Hkv, D});
@@ -115,9 +162,9 @@ Tensor TransformerLM::block(const Tensor& x, int l, const Tensor& positions, con
     k = rope(k, positions, cfg_.rope_theta);
   }
   Tensor a = attend(q, k, v).reshape({B, T, H * D});
-  Tensor y = add(x, dropout(proj(a, p + "self_attn.o_proj"), cfg_.dropout, training_));
+  Tensor y = add(x, drop(row_proj(a, p + "self_attn.o_proj")));
   Tensor m = mlp(norm(y, p + "post_attention_layernorm"), p + "mlp.");
-  return add(y, dropout(m, cfg_.dropout, training_));
+  return add(y, drop(m));
 }
 
 Tensor TransformerLM::forward(const Tensor& ids, const Tensor& positions, const AttentionMask* mask) const {
@@ -199,6 +246,8 @@ Tensor TransformerLM::attention_cached(const Tensor& q, const Tensor& k, const T
 }
 
 Tensor TransformerLM::forward_cached(const Tensor& ids, KVCache& cache, const std::vector<int64_t>& counts) const {
+  if (tp_.active())
+    throw std::logic_error("forward_cached: cached decoding runs on one process; load the model without tensor parallelism");
   NoGradGuard ng;
   const int64_t B = ids.size(0), t = ids.size(1);
   if (B != cache.batch()) throw std::invalid_argument("forward_cached: ids batch differs from the cache's");

@@ -12,6 +12,12 @@ namespace loom::optim {
 
 using namespace runtime;
 
+void Optimizer::step(double lr) {
+  std::vector<Tensor> grads;
+  for (const ParamRef& p : params_) grads.push_back(p.tensor.grad());
+  step(lr, grads);
+}
+
 void Optimizer::zero_grad() {
   for (ParamRef& p : params_) p.tensor.zero_grad();
 }
@@ -37,11 +43,11 @@ AdamW::AdamW(std::vector<ParamRef> params, AdamWOptions opt) : Optimizer(std::mo
   }
 }
 
-void AdamW::step(double lr) {
+void AdamW::step(double lr, const std::vector<Tensor>& grads) {
   ++t_;
   NoGradGuard ng;
   for (size_t i = 0; i < params_.size(); ++i) {
-    Tensor g = params_[i].tensor.grad();
+    const Tensor& g = grads.at(i);
     if (!g.defined()) continue;
     OpAttrs a;
     a.alpha = lr;
@@ -70,11 +76,11 @@ SGD::SGD(std::vector<ParamRef> params, SGDOptions opt) : Optimizer(std::move(par
       momentum_.push_back(Tensor::zeros(p.tensor.shape(), p.tensor.dtype(), p.tensor.device()));
 }
 
-void SGD::step(double lr) {
+void SGD::step(double lr, const std::vector<Tensor>& grads) {
   ++t_;
   NoGradGuard ng;
   for (size_t i = 0; i < params_.size(); ++i) {
-    Tensor g = params_[i].tensor.grad();
+    const Tensor& g = grads.at(i);
     if (!g.defined()) continue;
     OpAttrs a;
     a.alpha = lr;

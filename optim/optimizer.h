@@ -20,8 +20,11 @@ struct ParamRef {
 class Optimizer {
  public:
   virtual ~Optimizer() = default;
-  // One update of every parameter that has a gradient, at learning rate lr.
-  virtual void step(double lr) = 0;
+  // One update of every parameter that has a gradient (its .grad), at learning rate lr.
+  void step(double lr);
+  // The same with explicit gradients: grads[i] (contiguous, the shape or numel of params[i];
+  // undefined to skip) instead of params[i]'s .grad.
+  virtual void step(double lr, const std::vector<Tensor>& grads) = 0;
   void zero_grad();
   int64_t steps_taken() const { return t_; }
   void set_steps_taken(int64_t t) { t_ = t; }
@@ -42,7 +45,8 @@ struct AdamWOptions {
 class AdamW final : public Optimizer {
  public:
   AdamW(std::vector<ParamRef> params, AdamWOptions opt);
-  void step(double lr) override;
+  using Optimizer::step;
+  void step(double lr, const std::vector<Tensor>& grads) override;
   std::vector<std::pair<std::string, Tensor>> state() const override;
 
  private:
@@ -56,7 +60,8 @@ struct SGDOptions {
 class SGD final : public Optimizer {
  public:
   SGD(std::vector<ParamRef> params, SGDOptions opt);
-  void step(double lr) override;
+  using Optimizer::step;
+  void step(double lr, const std::vector<Tensor>& grads) override;
   std::vector<std::pair<std::string, Tensor>> state() const override;
 
  private:

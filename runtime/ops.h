@@ -106,7 +106,10 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps = 1e-6);
 // Rotary embedding, Hugging Face rotate-half: x [B, T, H, D], positions [B, T] (may repeat/jump).
 Tensor rope(const Tensor& x, const Tensor& positions, double theta = 10000.0);
-Tensor dropout(const Tensor& x, double p, bool training);
+// stream != 0 draws from a stream of the default generator's seed that differs per stream value
+// while advancing the generator's offset like stream 0 (per-rank masks under sequence
+// parallelism that re-materialisation still replays).
+Tensor dropout(const Tensor& x, double p, bool training, uint64_t stream = 0);
 
 // ---- indexing ----------------------------------------------------------------------------
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);

@@ -167,7 +167,7 @@ Tensor rope(const Tensor& x, const Tensor& positions, double theta) {
   return y;
 }
 
-Tensor dropout(const Tensor& x, double p, bool training) {
+Tensor dropout(const Tensor& x, double p, bool training, uint64_t stream) {
   if (!training || p == 0.0) return x;
   if (p < 0 || p >= 1) fail("dropout", "p must be in [0, 1), got " + std::to_string(p));
   Tensor xc = contig(x);
@@ -175,7 +175,7 @@ Tensor dropout(const Tensor& x, double p, bool training) {
   Generator& gen = default_generator();
   OpAttrs at;
   at.p = p;
-  at.seed = gen.seed();
+  at.seed = stream ? mix64(gen.seed() ^ mix64(stream)) : gen.seed();
   at.offset = gen.reserve(uint64_t(xc.numel()));
   dispatch(Op::dropout, {xc}, {y, mask}, at);
   double scale = 1.0 / (1.0 - p);
