@@ -142,6 +142,8 @@ double GradSync::finish() {
   State& s = *s_;
   NoGradGuard ng;
   auto t0 = std::chrono::steady_clock::now();
+  started_early_ = 0;
+  for (const State::Bucket& b : s.buckets) started_early_ += b.started;
   for (size_t i = 0; i < s.params.size(); ++i)
     if (!s.ready[i] && s.sync) {
       // No gradient reached this parameter in the synchronising pass: it contributes zeros

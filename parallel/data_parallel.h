@@ -63,6 +63,9 @@ class GradSync {
   void all_gather_params();
 
   int num_buckets() const;
+  // Buckets whose collective had started before the last finish() was called (overlapped
+  // with backward).
+  int buckets_started_in_backward() const { return started_early_; }
   const DataParallelOptions& options() const { return opt_; }
   const CommPtr& comm() const { return dp_; }
 
@@ -72,6 +75,7 @@ class GradSync {
   DataParallelOptions opt_;
   CommPtr dp_;
   std::vector<Slice> owned_;
+  int started_early_ = 0;
 };
 
 }  // namespace loom::parallel
