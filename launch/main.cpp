@@ -18,6 +18,7 @@
 #include "launch/train_config.h"
 #include "launch/trainer.h"
 #include "models/generate.h"
+#include "parallel/distributed.h"
 
 using namespace loom;
 namespace fs = std::filesystem;
@@ -54,6 +55,16 @@ LoadedModel load_model(const std::string& where) {
   }
   m.model->set_training(false);
   return m;
+}
+
+// This process's rank and world size for messages (a malformed launcher variable counts as a
+// single process here; the trainer reports it).
+parallel::LaunchEnv launch_env() {
+  try {
+    return parallel::detect_launch_env();
+  } catch (const std::exception&) {
+    return {};
+  }
 }
 
 std::vector<int32_t> stop_tokens_for(const LoadedModel& m) {
@@ -213,8 +224,14 @@ int main(int argc, char** argv) {
       std::printf("wrote %s: %d tokens (%d merges)\n", tok_out.c_str(), t.vocab_size(), t.num_merges());
       return 0;
     }
+  } catch (const launch::ConfigError& e) {
+    // Every rank reads the same config and fails the same way: one message is enough.
+    if (launch_env().rank == 0) std::fprintf(stderr, "loom: error: %s\n", e.what());
+    return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "loom: error: %s\n", e.what());
+    const parallel::LaunchEnv env = launch_env();
+    if (env.world_size > 1) std::fprintf(stderr, "loom: error on rank %d: %s\n", env.rank, e.what());
+    else std::fprintf(stderr, "loom: error: %s\n", e.what());
     return 1;
   }
   return 0;
