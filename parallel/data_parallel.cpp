@@ -59,6 +59,13 @@ struct GradSync::State {
     // ZeRO keeps only the reduced slices: the full local gradient is not needed any more.
     if (opt.zero_stage >= 1) params[i].zero_grad();
     if (--b.pending == 0 && opt.overlap) start(b);
+    // MPI progresses a nonblocking collective only inside MPI calls: poll the ones in flight at
+    // every gradient, so they advance while backward computes (no progress thread).
+    for (Bucket& other : buckets)
+      if (other.work && other.work->test()) {
+        other.work->wait();
+        other.work.reset();
+      }
   }
 };
 
