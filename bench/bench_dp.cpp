@@ -80,8 +80,8 @@ int main(int argc, char** argv) {
   on.zero_stage = off.zero_stage = int(zero);
   on.bucket_bytes = off.bucket_bytes = int64_t(bucket_mb * (1 << 20));
   off.overlap = false;
-  optim::DistributedOptimizer opt_on(params, make, on, world, nullptr, false);
-  optim::DistributedOptimizer opt_off(params, make, off, world, nullptr, false);
+  optim::DistributedOptimizer opt_on(params, make, on, {world});
+  optim::DistributedOptimizer opt_off(params, make, off, {world});
   Tensor ids = Tensor::from_vector(std::vector<int64_t>(size_t(batch * seq), 1), {batch, seq});
   for (int64_t i = 0; i < ids.numel(); ++i) ids.data<int64_t>()[i] = (i * 7919 + world->rank() * 104729) % vocab;
   std::vector<double> step_on, step_off, wait_on, wait_off, bwd_on;

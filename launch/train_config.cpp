@@ -77,6 +77,13 @@ const ConfigSchema& train_schema() {
     s.add_int("parallel.sp", 1, "context-parallel degree (sequence split inside attention)", 1);
     s.add_bool("parallel.sequence_parallel", false,
                "Megatron sequence parallelism: norms, dropout and residuals on 1/tp of the tokens");
+    s.add_enum("parallel.pipeline_schedule", "1f1b", {"gpipe", "1f1b"},
+               "pipeline schedule over train.grad_accum micro-batches (gpipe: fill-drain; 1f1b: PipeDream-Flush)");
+    s.add_enum("parallel.pipeline_recompute", "never", {"never", "always", "except_last"},
+               "pipeline re-materialisation: keep only each micro-batch's stage input and recompute in backward");
+    s.add_enum("parallel.pipeline_balance", "params", {"params", "measured"},
+               "split blocks into stages by parameter count or by measured block/embedding/head times");
+    s.add_int_list("parallel.pipeline_layers", {}, "explicit blocks per stage (overrides pipeline_balance)", 1);
     s.add_int("parallel.zero_stage", 0, "ZeRO: 0 replicated, 1 sharded optimizer state, 2 also sharded gradients", 0, 2);
     s.add_float("parallel.bucket_mb", 25.0, "gradient all-reduce bucket size in MiB", 0.0);
     s.add_bool("parallel.overlap", true, "start each gradient bucket's reduction during backward");
@@ -108,7 +115,6 @@ parallel::ParallelDims build_parallel_dims(const Config& cfg, int world_size) {
                                        std::to_string(p.pp) + " x sp " + std::to_string(p.sp) + " = " +
                                        std::to_string(int64_t(p.dp) * rest) + " but the job has " +
                                        std::to_string(world_size) + " ranks");
-  if (p.pp > 1) throw cfg.error("parallel.pp", "pipeline parallelism is not available yet; use pp: 1");
   if (p.sp > 1) throw cfg.error("parallel.sp", "context parallelism is not available yet; use sp: 1");
   return p;
 }

@@ -15,7 +15,9 @@
 #include "launch/progress.h"
 #include "launch/train_config.h"
 #include "models/transformer.h"
+#include "models/pipeline_partition.h"
 #include "optim/distributed_optimizer.h"
+#include "parallel/pipeline.h"
 #include "parallel/distributed.h"
 #include "runtime/cpu/gemm.h"
 
@@ -64,10 +66,70 @@ void maybe_kill_at(int64_t step) {
   std::raise(SIGKILL);
 }
 
-// The random state of step `step` on data-parallel rank `dp_rank`: a pure function of them, so a
-// resumed run (in any layout) draws exactly what the uninterrupted one drew.
-runtime::GeneratorState step_rng(uint64_t seed, int64_t step, int dp_rank) {
-  return {dp_rank == 0 ? seed : mix64(seed ^ mix64(uint64_t(dp_rank))), uint64_t(step) << 40};
+// Seconds for forward + backward of one block, of the embeddings and of the head + loss, on one
+// micro-batch-sized input (median of 3 after a warm-up).
+std::vector<double> measure_stage_costs(const models::ModelConfig& mc, int64_t rows, int64_t seq, DType dt) {
+  auto time_of = [&](const models::PipelineStage& st) {
+    models::TransformerLM m(mc, 1, dt, {}, st);
+    Tensor ids = Tensor::zeros({rows, seq}, DType::i64);
+    Tensor x = Tensor::randn({rows, seq, mc.d_model}, 1, dt);
+    x.set_requires_grad(true);
+    std::vector<double> ts;
+    for (int r = 0; r < 4; ++r) {
+      auto t0 = std::chrono::steady_clock::now();
+      Tensor out = m.forward_stage(st.embedding ? ids : x);
+      (st.head ? m.loss_sum(out, ids) : sum(out)).backward();
+      if (r) ts.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::sort(ts.begin(), ts.end());
+    return ts[1];
+  };
+  const int L = int(mc.n_layers);
+  return {time_of({0, 1, false, false}), time_of({0, 0, true, false}), time_of({L, L, false, true})};
+}
+
+// The random state of micro-batch `micro` of step `step` on pipeline stage `stage` of data-parallel
+// rank `dp_rank`: a pure function of them, so a resumed run draws exactly what the uninterrupted
+// one drew, and a re-materialised forward replays its dropout.
+runtime::GeneratorState micro_rng(uint64_t seed, int64_t step, int64_t micro, int stage, int dp_rank) {
+  uint64_t s = seed;
+  if (dp_rank || stage || micro)
+    s = mix64(seed ^ mix64(uint64_t(dp_rank) + 1) ^ mix64((uint64_t(stage) + 1) << 20) ^ mix64((uint64_t(micro) + 1) << 40));
+  return {s, uint64_t(step) << 40};
+}
+
+// This rank's pipeline stage of the model: blocks split by parallel.pipeline_layers, else by
+// parameter counts, else by times measured on world rank 0 (so every rank gets the same split).
+models::PipelineStage pipeline_stage(const Config& cfg, const models::ModelConfig& mc, int pp, int stage,
+                                     parallel::Comm& world, DType dt) {
+  if (pp == 1) return {};
+  std::vector<models::PipelineStage> stages;
+  try {
+    std::vector<int64_t> explicit_layers = cfg.get_int_list("parallel.pipeline_layers");
+    if (!explicit_layers.empty()) {
+      if (int64_t(explicit_layers.size()) != pp)
+        throw std::invalid_argument("lists " + std::to_string(explicit_layers.size()) + " stages for pp " +
+                                    std::to_string(pp));
+      stages = models::stages_from_counts(explicit_layers, mc.n_layers);
+    } else {
+      models::StageCosts costs = models::parameter_costs(mc);
+      if (cfg.get_string("parallel.pipeline_balance") == "measured") {
+        std::vector<double> t = {0, 0, 0};
+        if (world.rank() == 0) t = measure_stage_costs(mc, cfg.get_int("train.batch_size"), cfg.get_int("data.seq_len"), dt);
+        Tensor tt = Tensor::from_vector(t);
+        world.broadcast(tt, 0);
+        t = tt.to_vector<double>();
+        costs.layer.assign(costs.layer.size(), t[0]);
+        costs.first_extra = t[1];
+        costs.last_extra = t[2];
+      }
+      stages = models::balanced_stages(costs, pp);
+    }
+  } catch (const std::invalid_argument& e) {
+    throw cfg.error(cfg.get_int_list("parallel.pipeline_layers").empty() ? "parallel.pp" : "parallel.pipeline_layers",
+                    e.what());
+  }
+  return stages[size_t(stage)];
 }
 
 class Trainer {
@@ -84,7 +146,7 @@ class Trainer {
         tp_{mesh_.comm("tp"), cfg.get_bool("parallel.sequence_parallel")},
         data_(build_data(cfg)),
         dtype_(dtype_from_name(cfg.get_string("run.dtype"))),
-        model_(build_model(cfg, data_.tokenizer.vocab_size(), dtype_, tp_)),
+        model_(build_model(cfg, data_.tokenizer.vocab_size(), dtype_, tp_, mesh_)),
         schedule_(build_schedule(cfg)),
         lead_(world_->rank() == 0) {
     batch_ = cfg.get_int("train.batch_size");
@@ -94,29 +156,49 @@ class Trainer {
     if (batch_ % accum_)
       throw cfg.error("train.grad_accum", "train.batch_size " + std::to_string(batch_) +
                                               " is not divisible by train.grad_accum " + std::to_string(accum_));
-    if (batch_ < dims_.dp)
-      throw cfg.error("train.batch_size", "is " + std::to_string(batch_) + ", fewer rows than the " +
-                                              std::to_string(dims_.dp) + " data-parallel ranks");
+    if (dims_.pp > 1 && batch_ / dims_.dp < accum_)
+      throw cfg.error("train.grad_accum", std::to_string(accum_) + " micro-batches need at least as many rows on "
+                                          "each of the " + std::to_string(dims_.dp) + " data-parallel ranks, but "
+                                          "train.batch_size " + std::to_string(batch_) + " gives some only " +
+                                          std::to_string(batch_ / dims_.dp));
     if (tp_.sp() && seq_ % tp_.size())
       throw cfg.error("parallel.sequence_parallel", "data.seq_len " + std::to_string(seq_) +
                                                         " does not divide by the tensor-parallel degree " +
                                                         std::to_string(tp_.size()));
     if (double t = cfg.get_float("parallel.timeout_s"); t > 0)
-      for (const CommPtr& c : {world_, dp_, tp_.comm}) c->set_timeout(t);
+      for (const CommPtr& c : {world_, dp_, tp_.comm, mesh_.comm("pp")}) c->set_timeout(t);
     model_.set_recompute(cfg.get_bool("train.recompute"));
     std::vector<std::string> no_decay = cfg.get_string_list("optim.no_decay");
     for (const std::string& k : no_decay)
       if (k != "norm" && k != "bias" && k != "embedding")
         throw cfg.error("optim.no_decay", "unknown kind '" + k + "' (expected norm, bias or embedding)");
+    // Tied embeddings split over the pipeline: the first and last stages hold copies whose
+    // gradients are summed over the pair; the first stage's copy is the primary.
+    const int pp = dims_.pp, stage = mesh_.coord("pp");
+    CommPtr tied;
+    if (pp > 1 && model_.config().tie_embeddings)
+      tied = mesh_.comm("pp")->split(stage == 0 || stage == pp - 1 ? 0 : -1, stage, "embedding");
     std::vector<optim::ShardedParam> params;
-    for (auto& p : model_.parameters()) params.push_back({p.name, p.tensor, !decay_excluded(p.name, no_decay), p.shard});
+    for (auto& p : model_.parameters()) {
+      optim::ShardedParam sp{p.name, p.tensor, !decay_excluded(p.name, no_decay), p.shard};
+      if (tied && p.name == "model.embed_tokens.weight") {
+        sp.tied = tied;
+        sp.primary = stage == 0;
+      }
+      params.push_back(sp);
+    }
+    pipeline_ = std::make_unique<parallel::PipelineExecutor>(
+        mesh_.comm("pp"),
+        pp > 1 ? parallel::pipe_schedule_from_name(cfg.get_string("parallel.pipeline_schedule"))
+               : parallel::PipeSchedule::one_f_one_b,  // one stage: forward, backward, next (accumulation)
+        int(accum_), parallel::recompute_from_name(cfg.get_string("parallel.pipeline_recompute")));
     parallel::DataParallelOptions dpo;
     dpo.zero_stage = int(cfg.get_int("parallel.zero_stage"));
     dpo.bucket_bytes = int64_t(cfg.get_float("parallel.bucket_mb") * double(1 << 20));
     dpo.overlap = cfg.get_bool("parallel.overlap");
     optimizer_ = std::make_unique<optim::DistributedOptimizer>(
         std::move(params), [&](std::vector<optim::ParamRef> refs) { return build_optimizer(cfg, std::move(refs)); },
-        dpo, dp_, tp_.comm, tp_.sequence_parallel);
+        dpo, optim::ParallelGroups{dp_, tp_.comm, mesh_.comm("pp"), tp_.sequence_parallel});
   }
 
   int run() {
@@ -183,6 +265,7 @@ class Trainer {
         nlohmann::json j = {{"step", done}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm},
                             {"tokens_per_s", st.tokens_per_s}, {"mfu", st.mfu}, {"elapsed_s", elapsed}};
         if (world_->size() > 1) j["comm_wait_s"] = comm_wait_s_;
+        if (dims_.pp > 1) j["pipeline_blocked_fraction"] = pipe_total_s_ > 0 ? pipe_blocked_s_ / pipe_total_s_ : 0.0;
         log_metrics(j);
         t_window = std::chrono::steady_clock::now();
         tokens_window = 0;
@@ -201,13 +284,65 @@ class Trainer {
   }
 
  private:
-  static models::TransformerLM build_model(const Config& cfg, int64_t vocab, DType dt, const parallel::TensorParallel& tp) {
+  static models::TransformerLM build_model(const Config& cfg, int64_t vocab, DType dt, const parallel::TensorParallel& tp,
+                                           const parallel::Mesh& mesh) {
     models::ModelConfig mc = build_model_config(cfg, vocab);
+    models::PipelineStage stage =
+        pipeline_stage(cfg, mc, mesh.degree("pp"), mesh.coord("pp"), *mesh.world(), dt);
     try {
-      return models::TransformerLM(mc, uint64_t(cfg.get_int("run.seed")), dt, tp);
+      return models::TransformerLM(mc, uint64_t(cfg.get_int("run.seed")), dt, tp, stage);
     } catch (const std::invalid_argument& e) {
       throw cfg.error("parallel.tp", e.what());
     }
+  }
+
+  // The data of micro-batch m of this data-parallel rank at `step`.
+  std::vector<data::Batch> micro_batches(int64_t step, bool validation) {
+    const parallel::Range rows = parallel::split_range(batch_, dims_.dp, mesh_.coord("dp"));
+    std::vector<data::Batch> parts;
+    for (int64_t m = 0; m < accum_; ++m) {
+      const parallel::Range r = parallel::split_range(rows.size(), int(accum_), int(m));
+      if (r.size() == 0) {  // more micro-batches than rows on this rank (single stage only)
+        data::Batch empty;
+        empty.inputs = Tensor::zeros({0, seq_}, DType::i64);
+        empty.targets = Tensor::zeros({0, seq_}, DType::i64);
+        parts.push_back(empty);
+        continue;
+      }
+      parts.push_back(validation ? data_.source->val_batch(uint64_t(step), rows.begin + r.begin, rows.begin + r.end, seq_)
+                                 : data_.source->batch(uint64_t(step), rows.begin + r.begin, rows.begin + r.end, seq_));
+    }
+    return parts;
+  }
+
+  static double count_targets(const std::vector<data::Batch>& parts) {
+    NoGradGuard ng;
+    Tensor ign = Tensor::full({}, double(data::kIgnoreIndex), DType::i64);
+    double n = 0;
+    for (const data::Batch& b : parts)
+      n += double(b.targets.numel()) - sum(eq(b.targets, ign).to(DType::i64)).item();
+    return n;
+  }
+
+  // The pipeline stage functions over `parts`: the loss is the token sum divided by `valid`.
+  parallel::StageFns stage_fns(const std::vector<data::Batch>& parts, double valid, int64_t step) {
+    parallel::StageFns f;
+    const int stage = mesh_.coord("pp"), dp_rank = mesh_.coord("dp");
+    const uint64_t seed = uint64_t(cfg_.get_int("run.seed"));
+    const int64_t t_local = tp_.sp() ? seq_ / tp_.size() : seq_;
+    f.forward = [this, &parts, valid, step, stage, dp_rank, seed](int m, const Tensor& input) {
+      default_generator().set_state(micro_rng(seed, step, m, stage, dp_rank));
+      Tensor out = model_.forward_stage(input);
+      if (!pipeline_->last()) return out;
+      return mul_scalar(model_.loss_sum(out, parts[size_t(m)].targets), 1.0 / std::max(valid, 1.0));
+    };
+    f.first_input = [&parts](int m) { return parts[size_t(m)].inputs.numel() ? parts[size_t(m)].inputs : Tensor(); };
+    f.activation_shape = [this, &parts, t_local](int m) {
+      return runtime::Dims{parts[size_t(m)].inputs.size(0), t_local, model_.config().d_model};
+    };
+    f.dtype = dtype_;
+    f.set_sync = [this](bool on) { optimizer_->set_sync(on); };
+    return f;
   }
 
   void message(const std::string& text) {
@@ -215,39 +350,20 @@ class Trainer {
   }
 
   // One optimizer step over the global batch. Data-parallel rank d takes its block of the batch's
-  // rows (uneven blocks allowed) in accum_ micro-batches. The loss is the sum over every target
-  // token of the global batch divided by their global count, so accumulation and data
-  // parallelism (gradients summed over ranks) give exactly the single-process gradient.
+  // rows (uneven blocks allowed) in accum_ micro-batches, which run through the pipeline
+  // schedule (one stage: forward and backward of each in turn). The loss is the sum over every
+  // target token of the global batch divided by their global count, so accumulation, data and
+  // pipeline parallelism (gradients summed) give exactly the single-process gradient.
   bool train_step(int64_t step, double lr, double& loss_out, double& gnorm_out) {
     model_.set_training(true);
-    default_generator().set_state(step_rng(uint64_t(cfg_.get_int("run.seed")), step, mesh_.coord("dp")));
     optimizer_->zero_grad();
-    const parallel::Range rows = parallel::split_range(batch_, dims_.dp, mesh_.coord("dp"));
-    std::vector<data::Batch> parts;
-    double valid = 0;
-    for (int64_t m = 0; m < accum_; ++m) {
-      const parallel::Range r = parallel::split_range(rows.size(), int(accum_), int(m));
-      if (r.size() == 0) {
-        parts.emplace_back();
-        continue;
-      }
-      parts.push_back(data_.source->batch(uint64_t(step), rows.begin + r.begin, rows.begin + r.end, seq_));
-      NoGradGuard ng;
-      Tensor ign = Tensor::full({}, double(data::kIgnoreIndex), DType::i64);
-      valid += double(parts.back().targets.numel()) - sum(eq(parts.back().targets, ign).to(DType::i64)).item();
-    }
-    valid = all_sum(valid, *dp_);
-    double total = 0;
-    for (int64_t m = 0; m < accum_; ++m) {
-      optimizer_->set_sync(m == accum_ - 1);
-      const data::Batch& b = parts[size_t(m)];
-      if (!b.inputs.defined()) continue;
-      Tensor l = mul_scalar(model_.loss_sum(model_.forward(b.inputs), b.targets), 1.0 / std::max(valid, 1.0));
-      total += l.item();
-      l.backward();
-    }
+    const std::vector<data::Batch> parts = micro_batches(step, false);
+    const double valid = all_sum(count_targets(parts), *dp_);
+    parallel::PipelineStats st = pipeline_->run(stage_fns(parts, valid, step));
+    pipe_blocked_s_ += st.blocked_s;
+    pipe_total_s_ += st.total_s;
     comm_wait_s_ += optimizer_->finish_backward();
-    loss_out = all_sum(total, *dp_);
+    loss_out = all_sum(all_sum(st.losses, *mesh_.comm("pp")), *dp_);
     if (!std::isfinite(loss_out)) return false;
     double clip = cfg_.get_float("optim.grad_clip");
     gnorm_out = clip > 0 ? optimizer_->clip_grad_norm(clip) : optimizer_->grad_norm();
@@ -263,18 +379,17 @@ class Trainer {
     return t.item();
   }
 
-  // Every rank evaluates the same batches (tensor-parallel ranks together); the mean of the
-  // per-batch token-mean losses.
+  // Evaluation: the mean over eval_batches of each validation batch's token-mean loss; each
+  // data-parallel rank takes its rows, forwards run through the pipeline stages.
   double evaluate() {
     NoGradGuard ng;
     model_.set_training(false);
     const int64_t n = cfg_.get_int("train.eval_batches");
     double total = 0;
     for (int64_t i = 0; i < n; ++i) {
-      data::Batch b = data_.source->val_batch(i, 0, batch_, seq_);
-      Tensor ign = Tensor::full({}, double(data::kIgnoreIndex), DType::i64);
-      const double count = double(b.targets.numel()) - sum(eq(b.targets, ign).to(DType::i64)).item();
-      total += model_.loss_sum(model_.forward(b.inputs), b.targets).item() / std::max(count, 1.0);
+      const std::vector<data::Batch> parts = micro_batches(i, true);
+      const double valid = all_sum(count_targets(parts), *dp_);
+      total += all_sum(all_sum(pipeline_->run_forward(stage_fns(parts, valid, i), int(parts.size())), *mesh_.comm("pp")), *dp_);
     }
     model_.set_training(true);
     return total / double(n);
@@ -285,8 +400,8 @@ class Trainer {
   std::string save(int64_t step) {
     std::vector<parallel::Piece> pieces;
     if (mesh_.coord("dp") == 0)
-      for (auto& p : model_.parameters())
-        if (!p.shard.is_whole() || tp_.rank() == 0) {
+      for (const optim::ShardedParam& p : optimizer_->params())
+        if (p.primary && (!p.shard.is_whole() || tp_.rank() == 0)) {
           Tensor t = p.tensor.detach().contiguous();
           pieces.push_back({"model/" + p.name, p.shard.full, p.shard.runs(), t.view({t.numel()})});
         }
@@ -346,10 +461,11 @@ class Trainer {
   models::TransformerLM model_;
   optim::ScheduleOptions schedule_;
   std::unique_ptr<optim::DistributedOptimizer> optimizer_;
+  std::unique_ptr<parallel::PipelineExecutor> pipeline_;
   Progress progress_;
   bool lead_;
   int64_t batch_ = 0, accum_ = 1, seq_ = 0, steps_ = 0, skipped_ = 0;
-  double comm_wait_s_ = 0;
+  double comm_wait_s_ = 0, pipe_blocked_s_ = 0, pipe_total_s_ = 0;
 };
 
 }  // namespace

@@ -37,9 +37,15 @@ namespace {
 std::string layer_prefix(int l) { return "model.layers." + std::to_string(l) + "."; }
 }  // namespace
 
-TransformerLM::TransformerLM(ModelConfig cfg, uint64_t seed, DType dtype, parallel::TensorParallel tp)
-    : cfg_(std::move(cfg)), dtype_(dtype), tp_(std::move(tp)) {
+TransformerLM::TransformerLM(ModelConfig cfg, uint64_t seed, DType dtype, parallel::TensorParallel tp,
+                             PipelineStage stage)
+    : cfg_(std::move(cfg)), dtype_(dtype), tp_(std::move(tp)), stage_(stage) {
   cfg_.validate();
+  if (stage_.end_layer < 0) stage_.end_layer = int(cfg_.n_layers);
+  if (stage_.first_layer < 0 || stage_.first_layer > stage_.end_layer || stage_.end_layer > cfg_.n_layers)
+    throw std::invalid_argument("pipeline stage layers " + std::to_string(stage_.first_layer) + ":" +
+                                std::to_string(stage_.end_layer) + " out of range for " + std::to_string(cfg_.n_layers) +
+                                " layers");
   const int t = tp_.size();
   if (cfg_.n_heads % t || cfg_.n_kv_heads % t)
     throw std::invalid_argument("tensor parallelism splits attention by whole heads: n_heads " +
@@ -65,9 +71,11 @@ TransformerLM::TransformerLM(ModelConfig cfg, uint64_t seed, DType dtype, parall
     add_param(p + ".weight", {out, in}, s, false, seed, 0.0, 1);
     if (cfg_.bias) add_param(p + ".bias", {out}, 0.0, true, seed);
   };
-  add_param("model.embed_tokens.weight", {cfg_.vocab_size, C}, std, true, seed, 0.0, 0);
-  if (cfg_.positions == "learned") add_param("model.embed_positions.weight", {cfg_.max_seq_len, C}, std, true, seed);
-  for (int l = 0; l < cfg_.n_layers; ++l) {
+  if (stage_.embedding || (stage_.head && cfg_.tie_embeddings))
+    add_param("model.embed_tokens.weight", {cfg_.vocab_size, C}, std, true, seed, 0.0, 0);
+  if (stage_.embedding && cfg_.positions == "learned")
+    add_param("model.embed_positions.weight", {cfg_.max_seq_len, C}, std, true, seed);
+  for (int l = stage_.first_layer; l < stage_.end_layer; ++l) {
     std::string p = layer_prefix(l);
     add_norm(p + "input_layernorm");
     add_column(p + "self_attn.q_proj", H * D, C, std);
@@ -79,6 +87,7 @@ TransformerLM::TransformerLM(ModelConfig cfg, uint64_t seed, DType dtype, parall
     add_column(p + "mlp.up_proj", F, C, std);
     add_row(p + "mlp.down_proj", C, F, out_std);
   }
+  if (!stage_.head) return;
   add_norm("model.norm");
   if (!cfg_.tie_embeddings) add_param("lm_head.weight", {cfg_.vocab_size, C}, std, false, seed, 0.0, 0);
 }
@@ -168,13 +177,24 @@ Tensor TransformerLM::block(const Tensor& x, int l, const Tensor& positions, con
 }
 
 Tensor TransformerLM::forward(const Tensor& ids, const Tensor& positions, const AttentionMask* mask) const {
-  if (ids.dim() != 2 || ids.dtype() != DType::i64) throw std::invalid_argument("forward: ids must be i64 [B, T]");
-  const int64_t B = ids.size(0), T = ids.size(1);
+  if (!stage_.embedding || !stage_.head || stage_.first_layer != 0 || stage_.end_layer != cfg_.n_layers)
+    throw std::logic_error("forward: this model holds one pipeline stage; use forward_stage");
+  return forward_stage(ids, positions, mask);
+}
+
+Tensor TransformerLM::forward_stage(const Tensor& input, const Tensor& positions, const AttentionMask* mask) const {
+  if (stage_.embedding && (input.dim() != 2 || input.dtype() != DType::i64))
+    throw std::invalid_argument("forward: ids must be i64 [B, T]");
+  if (!stage_.embedding && input.dim() != 3)
+    throw std::invalid_argument("forward_stage: expected the previous stage's activation [B, T, C], got " +
+                                input.shape().str());
+  // The full sequence length (the activation holds 1/t of it under sequence parallelism).
+  const int64_t B = input.size(0), T = stage_.embedding ? input.size(1) : input.size(1) * (tp_.sp() ? tp_.size() : 1);
   Tensor pos = positions.defined() ? positions : Tensor::arange(T).view({1, T}).expand({B, T}).contiguous();
   AttentionMask m = mask ? *mask : AttentionMask{};
   m.causal = true;
-  Tensor x = embed(ids, pos);
-  for (int l = 0; l < cfg_.n_layers; ++l) {
+  Tensor x = stage_.embedding ? embed(input, pos) : input;
+  for (int l = stage_.first_layer; l < stage_.end_layer; ++l) {
     if (recompute_ && grad_enabled()) {
       // The region runs again in backward, after this frame is gone: capture by value.
       x = checkpoint(
@@ -188,7 +208,7 @@ Tensor TransformerLM::forward(const Tensor& ids, const Tensor& positions, const 
       x = block(x, l, pos, [&m](const Tensor& q, const Tensor& k, const Tensor& v) { return attention(q, k, v, m).out; });
     }
   }
-  return head(x);
+  return stage_.head ? head(x) : x;
 }
 
 // ---- cached decoding ------------------------------------------------------------------------------
@@ -246,8 +266,9 @@ Tensor TransformerLM::attention_cached(const Tensor& q, const Tensor& k, const T
 }
 
 Tensor TransformerLM::forward_cached(const Tensor& ids, KVCache& cache, const std::vector<int64_t>& counts) const {
-  if (tp_.active())
-    throw std::logic_error("forward_cached: cached decoding runs on one process; load the model without tensor parallelism");
+  if (tp_.active() || !stage_.embedding || !stage_.head || stage_.first_layer != 0 || stage_.end_layer != cfg_.n_layers)
+    throw std::logic_error("forward_cached: cached decoding runs on one process; load the whole model without "
+                           "tensor or pipeline parallelism");
   NoGradGuard ng;
   const int64_t B = ids.size(0), t = ids.size(1);
   if (B != cache.batch()) throw std::invalid_argument("forward_cached: ids batch differs from the cache's");

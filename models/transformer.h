@@ -37,12 +37,21 @@ inline Tensor init_normal(uint64_t seed, const std::string& name, const runtime:
   return init_normal(seed, name, parallel::Shard::whole(shape), std, dtype);
 }
 
+// The part of the model a pipeline stage holds: blocks [first_layer, end_layer), the
+// embeddings on the first stage, the final norm and LM head on the last (with tied embeddings
+// the last stage holds its own copy of model.embed_tokens.weight, kept equal by summing the two
+// copies' gradients). The default is the whole model.
+struct PipelineStage {
+  int first_layer = 0, end_layer = -1;  // -1: n_layers
+  bool embedding = true, head = true;
+};
+
 class TransformerLM {
  public:
   // tp: the tensor-parallel group this rank's shards belong to (none by default). Heads and
   // key/value heads must divide by its size; the MLP hidden size and the vocabulary may not.
   TransformerLM(ModelConfig cfg, uint64_t seed, runtime::DType dtype = runtime::DType::f32,
-                parallel::TensorParallel tp = {});
+                parallel::TensorParallel tp = {}, PipelineStage stage = {});
 
   // ids [B, T] i64 -> logits [B, T, V] (with tensor parallelism: [B, T, V_r], this rank's
   // vocabulary columns vocab_range()). positions [B, T] i64 default to 0..T-1 (they may
@@ -50,6 +59,12 @@ class TransformerLM {
   // the causal mask (packed documents, paths that must not see each other).
   Tensor forward(const Tensor& ids, const Tensor& positions = Tensor(),
                  const runtime::AttentionMask* mask = nullptr) const;
+  // This pipeline stage's part of forward: `input` is ids [B, T] on the first stage, else the
+  // previous stage's output [B, T, C] ([B, T/t, C] under sequence parallelism); returns the
+  // logits on the last stage, else the activation to send on.
+  Tensor forward_stage(const Tensor& input, const Tensor& positions = Tensor(),
+                       const runtime::AttentionMask* mask = nullptr) const;
+  const PipelineStage& stage() const { return stage_; }
   // Incremental decoding: appends ids [B, t] at each row's current cache length and returns
   // logits [B, t, V]. Rows attend to their prefix (possibly shared, see KVCache::fork).
   // counts[b] (default: all t) is how many of row b's t ids are real; the rest are padding.
@@ -94,6 +109,7 @@ class TransformerLM {
   ModelConfig cfg_;
   runtime::DType dtype_;
   parallel::TensorParallel tp_;
+  PipelineStage stage_;
   parallel::Range vocab_;
   std::vector<NamedParameter> params_;
   std::map<std::string, size_t> index_;

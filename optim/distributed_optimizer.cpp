@@ -13,17 +13,19 @@ namespace loom::optim {
 using namespace runtime;
 
 DistributedOptimizer::DistributedOptimizer(std::vector<ShardedParam> params, const Factory& make,
-                                           parallel::DataParallelOptions opt, parallel::CommPtr dp,
-                                           parallel::CommPtr tp, bool sequence_parallel)
-    : params_(std::move(params)), opt_(opt), dp_(std::move(dp)), tp_(std::move(tp)) {
+                                           parallel::DataParallelOptions opt, ParallelGroups groups)
+    : params_(std::move(params)), opt_(opt), dp_(std::move(groups.dp)), tp_(std::move(groups.tp)), pp_(std::move(groups.pp)) {
+  if (!dp_) throw std::invalid_argument("DistributedOptimizer: no data-parallel group");
   const bool tp_active = tp_ && tp_->size() > 1;
   std::vector<Tensor> leaves;
-  std::vector<bool> partial;
+  std::vector<parallel::PartialSum> partial;
   for (const ShardedParam& p : params_) {
     leaves.push_back(p.tensor);
-    partial.push_back(tp_active && sequence_parallel && p.shard.is_whole());
+    if (p.tied) partial.push_back({p.tied, true});
+    else if (tp_active && groups.sequence_parallel && p.shard.is_whole()) partial.push_back({tp_, false});
+    else partial.push_back({});
   }
-  sync_ = std::make_unique<parallel::GradSync>(leaves, dp_, opt_, partial, tp_);
+  sync_ = std::make_unique<parallel::GradSync>(leaves, dp_, opt_, partial);
   const bool sharded = dp_->size() > 1 && opt_.zero_stage >= 1;
   if (sharded) slices_ = sync_->owned();
   else
@@ -44,7 +46,8 @@ void DistributedOptimizer::zero_grad() {
 }
 
 bool DistributedOptimizer::counts_in_norm(size_t i) const {
-  // Replicated over tp: counted by tp rank 0 only.
+  // Replicated over tp: counted by tp rank 0 only; a tied copy only by its primary.
+  if (!params_[i].primary) return false;
   return params_[i].shard.is_whole() ? (!tp_ || tp_->rank() == 0) : true;
 }
 
@@ -59,6 +62,7 @@ double DistributedOptimizer::grad_norm() const {
   Tensor total = Tensor::scalar(local, DType::f64);
   if (dp_->size() > 1 && opt_.zero_stage >= 1) dp_->all_reduce(total);
   if (tp_ && tp_->size() > 1) tp_->all_reduce(total);
+  if (pp_ && pp_->size() > 1) pp_->all_reduce(total);
   return std::sqrt(total.item());
 }
 
@@ -98,7 +102,7 @@ std::vector<parallel::Piece> DistributedOptimizer::state_pieces() const {
     const std::string pname = name.substr(0, name.rfind('/'));
     const parallel::GradSync::Slice& s = slices_[slice_of.at(pname)];
     const ShardedParam& p = params_[s.param];
-    if (p.shard.is_whole() && tp_ && tp_->rank() != 0) continue;
+    if (!p.primary || (p.shard.is_whole() && tp_ && tp_->rank() != 0)) continue;
     out.push_back({name, p.shard.full, p.shard.runs(s.begin, s.end), t.contiguous().view({t.numel()})});
   }
   return out;

@@ -21,16 +21,26 @@ struct ShardedParam {
   Tensor tensor;          // this rank's local part (a leaf)
   bool decay = true;
   parallel::Shard shard;  // which part of the full tensor `tensor` is (whole without TP)
+  // Copies of one parameter on several pipeline stages (tied embeddings): `tied` sums their
+  // gradients after backward; only the primary copy counts in the norm and is checkpointed.
+  parallel::CommPtr tied;
+  bool primary = true;
+};
+
+// The groups a rank's optimizer step spans (size-1 groups or null for none).
+struct ParallelGroups {
+  parallel::CommPtr dp, tp, pp;
+  bool sequence_parallel = false;
 };
 
 class DistributedOptimizer {
  public:
   // make: builds the inner optimizer (AdamW, SGD) over the parameters it is given.
   using Factory = std::function<std::unique_ptr<Optimizer>(std::vector<ParamRef>)>;
-  // dp/tp: the groups (size-1 groups for none). sequence_parallel: replicated parameters get
-  // partial gradients on each tp rank, summed over tp during the sync.
+  // groups.sequence_parallel: replicated parameters get partial gradients on each tp rank,
+  // summed over tp during the sync. The gradient norm sums over dp (ZeRO), tp and pp.
   DistributedOptimizer(std::vector<ShardedParam> params, const Factory& make, parallel::DataParallelOptions opt,
-                       parallel::CommPtr dp, parallel::CommPtr tp, bool sequence_parallel);
+                       ParallelGroups groups);
 
   void zero_grad();
   // On for the backward pass of the last micro-batch of a step.
@@ -61,7 +71,7 @@ class DistributedOptimizer {
 
   std::vector<ShardedParam> params_;
   parallel::DataParallelOptions opt_;
-  parallel::CommPtr dp_, tp_;
+  parallel::CommPtr dp_, tp_, pp_;
   std::unique_ptr<parallel::GradSync> sync_;
   // The inner optimizer's parameters are the owned slices (flat views), in sync_->owned()
   // order; rebuilt when the owned slices move (never after construction for ZeRO >= 1).

@@ -26,8 +26,8 @@ struct GradSync::State {
     WorkPtr work;
   };
   std::vector<Tensor> params;
-  std::vector<bool> tp_partial;
-  CommPtr dp, tp;
+  std::vector<PartialSum> partial;
+  CommPtr dp;
   DataParallelOptions opt;
   std::vector<Bucket> buckets;
   std::vector<int> bucket_of;
@@ -44,6 +44,10 @@ struct GradSync::State {
     else b.work = dp->all_reduce_async(b.buf, ReduceOp::sum);
   }
 
+  const PartialSum* partial_of(size_t i) const {
+    return i < partial.size() && partial[i].group && partial[i].group->size() > 1 ? &partial[i] : nullptr;
+  }
+
   void on_grad(size_t i, const Tensor& g) {
     if (!sync) return;
     if (ready[i])
@@ -51,8 +55,16 @@ struct GradSync::State {
                              " was accumulated twice in the synchronising backward pass; its bucket was already "
                              "reduced (a parameter used in two re-materialised regions?)");
     ready[i] = true;
+    const PartialSum* ps = partial_of(i);
+    if (ps && ps->after_backward) return;  // completed by finish()
+    complete(i, g);
+  }
+
+  // Parameter i's gradient is final on this rank (up to the partial sum): sum it over its
+  // partial group and hand it to its bucket.
+  void complete(size_t i, const Tensor& g) {
     NoGradGuard ng;
-    if (!tp_partial.empty() && tp_partial[i] && tp && tp->size() > 1) tp->all_reduce(g);
+    if (const PartialSum* ps = partial_of(i)) ps->group->all_reduce(g);
     if (!communicates()) return;
     Bucket& b = buckets[size_t(bucket_of[i])];
     b.buf.narrow(0, offset_of[i], g.numel()).copy_(g.reshape({g.numel()}));
@@ -69,17 +81,15 @@ struct GradSync::State {
   }
 };
 
-GradSync::GradSync(std::vector<Tensor> params, CommPtr dp, DataParallelOptions opt, std::vector<bool> tp_partial,
-                   CommPtr tp)
+GradSync::GradSync(std::vector<Tensor> params, CommPtr dp, DataParallelOptions opt, std::vector<PartialSum> partial)
     : s_(std::make_shared<State>()), opt_(opt), dp_(std::move(dp)) {
   if (opt.zero_stage < 0 || opt.zero_stage > 2)
     throw std::invalid_argument("data parallel: zero_stage must be 0, 1 or 2, got " + std::to_string(opt.zero_stage));
   if (!dp_) throw std::invalid_argument("data parallel: no communicator");
   State& s = *s_;
   s.params = std::move(params);
-  s.tp_partial = std::move(tp_partial);
+  s.partial = std::move(partial);
   s.dp = dp_;
-  s.tp = std::move(tp);
   s.opt = opt;
   const size_t n = s.params.size();
   s.bucket_of.assign(n, -1);
@@ -151,13 +161,20 @@ double GradSync::finish() {
   auto t0 = std::chrono::steady_clock::now();
   started_early_ = 0;
   for (const State::Bucket& b : s.buckets) started_early_ += b.started;
+  auto grad_or_zeros = [&](size_t i) {
+    if (!s.params[i].grad().defined())
+      s.params[i].set_grad(Tensor::zeros(s.params[i].shape(), s.params[i].dtype(), s.params[i].device()));
+    return s.params[i].grad();
+  };
   for (size_t i = 0; i < s.params.size(); ++i)
     if (!s.ready[i] && s.sync) {
       // No gradient reached this parameter in the synchronising pass: it contributes zeros
       // (and still takes part in the collectives every rank runs).
-      if (!s.params[i].grad().defined()) s.params[i].set_grad(Tensor::zeros(s.params[i].shape(), s.params[i].dtype(), s.params[i].device()));
-      s.on_grad(i, s.params[i].grad());
+      s.on_grad(i, grad_or_zeros(i));
     }
+  // Partial sums deferred to after backward, in parameter order on every member.
+  for (size_t i = 0; i < s.params.size(); ++i)
+    if (const PartialSum* ps = s.partial_of(i); ps && ps->after_backward && s.sync) s.complete(i, grad_or_zeros(i));
   for (State::Bucket& b : s.buckets)
     if (!b.started) s.start(b);
   for (State::Bucket& b : s.buckets)

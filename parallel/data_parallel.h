@@ -15,9 +15,12 @@
 // Gradients are summed, not averaged: the trainer's loss is already divided by the global
 // token count, which makes the sum the exact single-process gradient.
 //
-// Tensor parallelism with sequence parallelism leaves replicated parameters (norms, row-parallel
-// biases) with partial gradients on each tp rank; those marked tp_partial are all-reduced over
-// the tp group first, in the same hook.
+// Some parameters hold partial gradients that another group must sum first (PartialSum):
+//  - under sequence parallelism, replicated parameters (norms, row-parallel biases) over tp,
+//    in the hook (the tp ranks run backward in lock step);
+//  - under pipeline parallelism, the two copies of tied embeddings (first and last stage) over
+//    the pair, after backward (in the hook the last stage would wait for the first, which waits
+//    for the last stage's gradients: a deadlock). Their bucket starts in finish().
 #pragma once
 #include <memory>
 #include <vector>
@@ -25,6 +28,11 @@
 #include "parallel/comm.h"
 
 namespace loom::parallel {
+
+struct PartialSum {
+  CommPtr group;                // null: the gradient is complete
+  bool after_backward = false;  // sum in finish() rather than in the hook
+};
 
 struct DataParallelOptions {
   int64_t bucket_bytes = 25 << 20;
@@ -34,10 +42,9 @@ struct DataParallelOptions {
 
 class GradSync {
  public:
-  // params: the model's leaves (all of one dtype and device); tp_partial[i]: parameter i's
-  // gradient must be summed over `tp` (may be empty).
-  GradSync(std::vector<Tensor> params, CommPtr dp, DataParallelOptions opt, std::vector<bool> tp_partial = {},
-           CommPtr tp = nullptr);
+  // params: the model's leaves (all of one dtype and device); partial[i] (may be empty): the
+  // group that sums parameter i's gradient first.
+  GradSync(std::vector<Tensor> params, CommPtr dp, DataParallelOptions opt, std::vector<PartialSum> partial = {});
   ~GradSync();
   GradSync(const GradSync&) = delete;
   GradSync& operator=(const GradSync&) = delete;

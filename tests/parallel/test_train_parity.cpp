@@ -142,7 +142,7 @@ void check_layout(const ModelConfig& cfg, DType dt, const Layout& lay, const Tra
   dpo.bucket_bytes = 2048;  // several buckets, parameters straddling slice boundaries
   optim::DistributedOptimizer opt(
       params, [](std::vector<optim::ParamRef> r) { return std::make_unique<optim::AdamW>(std::move(r), adamw()); },
-      dpo, mesh.comm("dp"), tp.comm, lay.sp);
+      dpo, {mesh.comm("dp"), tp.comm, nullptr, lay.sp});
   const std::string where = lay.str() + " " + runtime::dtype_name(dt) + " rank " + std::to_string(world()->rank());
   const Range rows = split_range(kBatch, lay.dp, mesh.coord("dp"));
   for (int64_t s = 0; s < kSteps; ++s) {
