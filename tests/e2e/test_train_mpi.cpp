@@ -1,4 +1,5 @@
-// test_train_mpi.cpp: `mpirun -np N loom train` end to end: layouts reproduce the one-process
+// test_train_mpi.cpp: `mpirun -np N loom train` end to end: layouts (data, tensor, sequence and
+// pipeline parallel) reproduce the one-process
 // losses (f64), a run checkpointed in one layout resumes in others with the losses of the
 // uninterrupted run, a rank killed mid-run ends the whole job quickly with a message, and a
 // parallel section that does not fit the job is a clear error.
@@ -98,7 +99,9 @@ TEST_F(DistributedE2E, LayoutsReproduceOneProcess) {
   };
   for (const L& l : {L{4, "--set parallel.dp=2 --set parallel.tp=2 --set parallel.zero_stage=1"},
                      L{4, "--set parallel.tp=2 --set parallel.sequence_parallel=true --set parallel.zero_stage=2"},
-                     L{2, "--set parallel.tp=2"}, L{3, "--set parallel.zero_stage=2"}}) {
+                     L{2, "--set parallel.tp=2"}, L{3, "--set parallel.zero_stage=2"},
+                     L{2, "--set parallel.pp=2 --set parallel.pipeline_schedule=gpipe --set parallel.pipeline_recompute=always"},
+                     L{4, "--set parallel.pp=2 --set parallel.tp=2 --set parallel.pipeline_balance=measured"}}) {
     const std::string run_dir = dir + "/np" + std::to_string(l.np) + "_" + std::to_string(std::hash<std::string>{}(l.set));
     RunResult r = run(l.np, "train " + cfg + " --set run.dir=" + run_dir + " " + l.set);
     ASSERT_EQ(r.exit_code, 0) << l.set << "\n" << r.output;
@@ -124,7 +127,7 @@ TEST_F(DistributedE2E, ResumesInAnotherLayout) {
   };
   int k = 0;
   for (const L& l : {L{0, ""}, L{4, "--set parallel.zero_stage=1"},
-                     L{2, "--set parallel.tp=2 --set parallel.sequence_parallel=true"}}) {
+                     L{2, "--set parallel.tp=2 --set parallel.sequence_parallel=true"}, L{2, "--set parallel.pp=2"}}) {
     const std::string run_dir = dir + "/resumed" + std::to_string(k++);
     fs::copy(saved, run_dir, fs::copy_options::recursive);
     RunResult rr = run(l.np, "train " + cfg + " --resume --set run.dir=" + run_dir + " " + l.set);
