@@ -16,6 +16,7 @@
 #include "parallel/mesh.h"
 #include "parallel/pipeline.h"
 #include "parallel_test_util.h"
+#include "parity_util.h"
 #include "runtime/allocator.h"
 
 namespace loom::parallel::testing {
@@ -101,19 +102,7 @@ ModelConfig config(bool tied) {
 }
 
 std::pair<Tensor, Tensor> batch(int64_t step, int64_t vocab, int64_t rows = kBatch) {
-  std::vector<int64_t> ids(static_cast<size_t>(rows * kSeq)), tg(static_cast<size_t>(rows * kSeq));
-  for (size_t i = 0; i < ids.size(); ++i) {
-    uint64_t h = runtime::mix64(uint64_t(step) * 7919u + i);
-    ids[i] = int64_t(h % uint64_t(vocab));
-    tg[i] = (h >> 20) % 4 == 0 ? -100 : int64_t((h >> 32) % uint64_t(vocab));
-  }
-  return {Tensor::from_vector(ids, {rows, kSeq}), Tensor::from_vector(tg, {rows, kSeq})};
-}
-
-double count_valid(const Tensor& t) {
-  double n = 0;
-  for (int64_t v : t.to_vector<int64_t>()) n += v != -100;
-  return n;
+  return token_batch(step, vocab, rows, kSeq, 4);
 }
 
 struct Trace {
@@ -141,16 +130,6 @@ Trace reference(const ModelConfig& cfg) {
   }
   for (auto& p : m.parameters()) tr.params[p.name] = p.tensor.detach().clone();
   return tr;
-}
-
-double rel_diff(const Tensor& got, const Tensor& want) {
-  std::vector<double> a = got.to_double_vector(), b = want.to_double_vector();
-  double num = 0, den = 1e-3;  // see test_train_parity.cpp
-  for (size_t i = 0; i < a.size(); ++i) {
-    num = std::max(num, std::abs(a[i] - b[i]));
-    den = std::max(den, std::abs(b[i]));
-  }
-  return num / den;
 }
 
 struct PipeLayout {

@@ -15,6 +15,7 @@
 #include "optim/distributed_optimizer.h"
 #include "parallel/mesh.h"
 #include "parallel_test_util.h"
+#include "parity_util.h"
 
 namespace loom::parallel::testing {
 namespace {
@@ -61,22 +62,7 @@ ModelConfig gpt2_config() {
 constexpr int64_t kBatch = 6, kSeq = 8, kSteps = 3;
 constexpr uint64_t kSeed = 11;
 
-// Step s's batch: ids and targets (about one in five ignored).
-std::pair<Tensor, Tensor> batch(int64_t step, int64_t vocab) {
-  std::vector<int64_t> ids(kBatch * kSeq), tg(kBatch * kSeq);
-  for (size_t i = 0; i < ids.size(); ++i) {
-    uint64_t h = runtime::mix64(uint64_t(step) * 1000003u + i);
-    ids[i] = int64_t(h % uint64_t(vocab));
-    tg[i] = (h >> 20) % 5 == 0 ? -100 : int64_t((h >> 32) % uint64_t(vocab));
-  }
-  return {Tensor::from_vector(ids, {kBatch, kSeq}), Tensor::from_vector(tg, {kBatch, kSeq})};
-}
-
-double count_valid(const Tensor& targets) {
-  double n = 0;
-  for (int64_t t : targets.to_vector<int64_t>()) n += t != -100;
-  return n;
-}
+std::pair<Tensor, Tensor> batch(int64_t step, int64_t vocab) { return token_batch(step, vocab, kBatch, kSeq, 5); }
 
 optim::AdamWOptions adamw() {
   optim::AdamWOptions o;
@@ -115,19 +101,6 @@ Trace reference(const ModelConfig& cfg, DType dt) {
   }
   for (auto& p : m.parameters()) tr.params[p.name] = p.tensor.detach().clone();
   return tr;
-}
-
-// Max abs difference relative to the largest reference value, floored at 1e-3: some gradients
-// are exactly zero in exact arithmetic (a key bias shifts every score of a row equally) and
-// are rounding noise on both sides.
-double rel_diff(const Tensor& got, const Tensor& want) {
-  std::vector<double> a = got.to_double_vector(), b = want.to_double_vector();
-  double num = 0, den = 1e-3;
-  for (size_t i = 0; i < a.size(); ++i) {
-    num = std::max(num, std::abs(a[i] - b[i]));
-    den = std::max(den, std::abs(b[i]));
-  }
-  return num / den;
 }
 
 void check_layout(const ModelConfig& cfg, DType dt, const Layout& lay, const Trace& ref) {
