@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "launch/checkpoint.h"
+#include "launch/import_hf.h"
 #include "launch/progress.h"
 #include "launch/train_config.h"
 #include "models/transformer.h"
@@ -83,6 +84,8 @@ class Trainer {
     std::vector<optim::ParamRef> refs;
     for (auto& p : model_.parameters()) refs.push_back({p.name, p.tensor, !decay_excluded(p.name, no_decay)});
     optimizer_ = build_optimizer(cfg, refs);
+    // init_from: start from existing weights (a resumed run takes them from its checkpoint).
+    if (!opt.resume || list_checkpoints(ckpt_dir_).empty()) apply_init_from(cfg, model_);
   }
 
   int run() {
@@ -268,7 +271,8 @@ class Trainer {
 
 int train(const Config& cfg, const TrainOptions& opt) {
   if (int64_t threads = cfg.get_int("run.threads")) omp_set_num_threads(int(threads));
-  Trainer t(cfg, opt);
+  const Config resolved = resolve_model_keys(cfg);  // model.* explicit (preset, init_from)
+  Trainer t(resolved, opt);
   return t.run();
 }
 

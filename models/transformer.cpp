@@ -34,23 +34,24 @@ TransformerLM::TransformerLM(ModelConfig cfg, uint64_t seed, DType dtype) : cfg_
     add_param(p + ".weight", {C}, 0.0, true, seed, 1.0);
     if (ln) add_param(p + ".bias", {C}, 0.0, true, seed);
   };
-  auto add_linear = [&](const std::string& p, int64_t out, int64_t in, double s) {
+  auto add_linear = [&](const std::string& p, int64_t out, int64_t in, double s, bool with_bias) {
     add_param(p + ".weight", {out, in}, s, false, seed);
-    if (cfg_.bias) add_param(p + ".bias", {out}, 0.0, true, seed);
+    if (with_bias) add_param(p + ".bias", {out}, 0.0, true, seed);
   };
+  const bool qkv_bias = cfg_.bias || cfg_.qkv_bias;
   add_param("model.embed_tokens.weight", {cfg_.vocab_size, C}, std, true, seed);
   if (cfg_.positions == "learned") add_param("model.embed_positions.weight", {cfg_.max_seq_len, C}, std, true, seed);
   for (int l = 0; l < cfg_.n_layers; ++l) {
     std::string p = layer_prefix(l);
     add_norm(p + "input_layernorm");
-    add_linear(p + "self_attn.q_proj", H * D, C, std);
-    add_linear(p + "self_attn.k_proj", Hkv * D, C, std);
-    add_linear(p + "self_attn.v_proj", Hkv * D, C, std);
-    add_linear(p + "self_attn.o_proj", C, H * D, out_std);
+    add_linear(p + "self_attn.q_proj", H * D, C, std, qkv_bias);
+    add_linear(p + "self_attn.k_proj", Hkv * D, C, std, qkv_bias);
+    add_linear(p + "self_attn.v_proj", Hkv * D, C, std, qkv_bias);
+    add_linear(p + "self_attn.o_proj", C, H * D, out_std, cfg_.bias);
     add_norm(p + "post_attention_layernorm");
-    if (cfg_.activation == "swiglu") add_linear(p + "mlp.gate_proj", F, C, std);
-    add_linear(p + "mlp.up_proj", F, C, std);
-    add_linear(p + "mlp.down_proj", C, F, out_std);
+    if (cfg_.activation == "swiglu") add_linear(p + "mlp.gate_proj", F, C, std, cfg_.bias);
+    add_linear(p + "mlp.up_proj", F, C, std, cfg_.bias);
+    add_linear(p + "mlp.down_proj", C, F, out_std, cfg_.bias);
   }
   add_norm("model.norm");
   if (!cfg_.tie_embeddings) add_param("lm_head.weight", {cfg_.vocab_size, C}, std, false, seed);
@@ -79,7 +80,9 @@ Tensor TransformerLM::norm(const Tensor& x, const std::string& p) const {
 }
 
 Tensor TransformerLM::proj(const Tensor& x, const std::string& p) const {
-  return linear(x, param(p + ".weight"), cfg_.bias ? param(p + ".bias") : Tensor());
+  // A projection has a bias when the config gave it one (all with bias, q/k/v with qkv_bias).
+  auto it = index_.find(p + ".bias");
+  return linear(x, param(p + ".weight"), it != index_.end() ? params_[it->second].tensor : Tensor());
 }
 
 Tensor TransformerLM::mlp(const Tensor& h, const std::string& p) const {
