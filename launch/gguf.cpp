@@ -378,7 +378,8 @@ GgufFile read_gguf(const std::string& path, bool load_data) {
       if (bytes > data_size / uint64_t(n)) too_big = true;
       else bytes *= uint64_t(n);
     }
-    if (too_big || t.offset > data_size || bytes > data_size - t.offset)
+    if (too_big) fail(path, "truncated or corrupt: tensor '" + t.name + "' is larger than the whole data section");
+    if (t.offset > data_size || bytes > data_size - t.offset)
       fail(path, "truncated: tensor '" + t.name + "' needs bytes [" + std::to_string(t.offset) + ", " +
                      std::to_string(t.offset + bytes) + ") of a " + std::to_string(data_size) + "-byte data section");
     spans.push_back({t.offset, t.offset + bytes});

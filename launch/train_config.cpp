@@ -143,6 +143,8 @@ Config resolve_model_keys(const Config& cfg) {
       {"model.bias", b(m.bias)}, {"model.qkv_bias", b(m.qkv_bias)}, {"model.max_seq_len", std::to_string(m.max_seq_len)}};
   std::vector<std::string> overrides;
   for (const auto& [key, value] : keys) {
+    // A RoPE model's context length is only a bound: the config may choose a shorter one.
+    if (key == "model.max_seq_len" && m.positions == "rope" && cfg.was_set(key)) continue;
     Config probe = load_config_text("", "<probe>", cfg.schema(), {key + "=" + value});
     if (cfg.was_set(key) && cfg.get(key) != probe.get(key))
       throw cfg.error(key, "conflicts with init_from.path: " + dir + "/config.json gives " + value +

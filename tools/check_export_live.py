@@ -3,7 +3,7 @@
 
 Trains small models briefly with the built `loom` (a Llama-style one with grouped-query
 attention and a padded vocabulary, a Qwen2-style one with q/k/v biases and tied embeddings,
-and a GPT-2-style one), exports them (`loom export --format hf|gguf`), loads the exports in
+a Llama-style one with biases everywhere and tied embeddings, and a GPT-2-style one), exports them (`loom export --format hf|gguf`), loads the exports in
 Hugging Face transformers and (GGUF) in llama.cpp through llama-cpp-python, and compares with
 Loom (`loom score`): next-token log-probabilities at every position of a prompt (max abs
 difference; f32 must be within 1e-4), the greedy continuation, and the prompt's token ids.
@@ -30,6 +30,7 @@ CONFIGS = {
     # name: (yaml model section, extra)
     "llama_gqa": "model: {d_model: 64, n_layers: 2, n_heads: 4, n_kv_heads: 2, vocab_size: 272}",
     "qwen2_tied": "model: {d_model: 64, n_layers: 2, n_heads: 4, n_kv_heads: 1, qkv_bias: true, tie_embeddings: true, rope_theta: 500000.0}",
+    "llama_bias_tied": "model: {d_model: 64, n_layers: 2, n_heads: 4, bias: true, tie_embeddings: true}",
     "gpt2": "model: {preset: gpt2, d_model: 64, n_layers: 2, n_heads: 4, max_seq_len: 64}",
 }
 

@@ -12,12 +12,14 @@
 
 #include "data/io.h"
 #include "data/tokenizer.h"
+#include "launch/checkpoint.h"
 #include "launch/export.h"
 #include "launch/export_gguf.h"
 #include "launch/export_hf.h"
 #include "launch/gguf.h"
 #include "launch/hf_model.h"
 #include "launch/import_hf.h"
+#include "launch/train_config.h"
 #include "runtime/safetensors.h"
 #include "tests/test_util.h"
 
@@ -360,6 +362,55 @@ TEST(ExportGguf, Gpt2StyleIsRefused) {
                      "activation swiglu (this model has gelu), positions rope (this model has learned); export this model with --format hf"),
             std::string::npos) << msg;
   EXPECT_FALSE(fs::exists(tmp / "g.gguf"));
+}
+
+// ---- from checkpoints ---------------------------------------------------------------------------
+
+// Everything in the export dir, file name -> bytes.
+std::map<std::string, std::string> files_of(const std::string& dir) {
+  std::map<std::string, std::string> m;
+  for (const auto& e : fs::directory_iterator(dir)) m[e.path().filename().string()] = data::read_file(e.path().string());
+  return m;
+}
+
+TEST(ExportCheckpoint, SameFilesWhateverElseTheCheckpointHolds) {
+  // Two checkpoints of one model, as two layouts might write them: parameters in another
+  // order, other optimizer state, another step. The exports depend only on model/<name>.
+  loom::testing::TempDir tmp("expckpt");
+  const std::string yaml = "run: {dir: " + tmp / "run" + "}\nmodel: {d_model: 32, n_layers: 2, n_heads: 4, n_kv_heads: 2, vocab_size: 300}\n";
+  Config cfg = load_config_text(yaml, "t.yaml", train_schema());
+  ModelConfig mc = build_model_config(cfg, 270);
+  TransformerLM m(mc, 4);
+  CheckpointState a, b;
+  for (const auto& p : m.parameters()) a.tensors.push_back({"model/" + p.name, p.tensor.detach()});
+  for (auto it = m.parameters().rbegin(); it != m.parameters().rend(); ++it) {
+    b.tensors.push_back({"optim/" + it->name + "/exp_avg", Tensor::ones(it->tensor.shape())});
+    b.tensors.push_back({"model/" + it->name, it->tensor.detach()});
+  }
+  a.step = 10;
+  b.step = 20;
+  for (CheckpointState* s : {&a, &b}) {
+    s->strings["config"] = cfg.to_yaml();
+    s->strings["tokenizer.json"] = tokenizer_json();
+  }
+  std::string ca = save_checkpoint(tmp / "a", a), cb = save_checkpoint(tmp / "b", b);
+  for (const char* fmt : {"hf", "gguf"}) {
+    ExportOptions o;
+    o.format = fmt;
+    o.out = tmp / (std::string("ea.") + fmt);
+    export_model(load_export_source(ca), o);
+    o.out = tmp / (std::string("eb.") + fmt);
+    export_model(load_export_source(tmp / "b"), o);  // a checkpoints directory: its newest
+  }
+  EXPECT_EQ(files_of(tmp / "ea.hf"), files_of(tmp / "eb.hf"));
+  EXPECT_EQ(data::read_file(tmp / "ea.gguf"), data::read_file(tmp / "eb.gguf"));
+  EXPECT_EQ(read_gguf(tmp / "ea.gguf").at("general.name").s, "run");
+  // A checkpoint missing a parameter is refused by name.
+  CheckpointState c = a;
+  c.tensors.erase(c.tensors.begin() + 3);
+  std::string cc = save_checkpoint(tmp / "c", c);
+  std::string msg = error_of([&] { load_export_source(cc); });
+  EXPECT_NE(msg.find("checkpoint '" + cc + "': missing parameter 'model.layers.0.self_attn.k_proj.weight'"), std::string::npos) << msg;
 }
 
 // ---- malformed GGUF ---------------------------------------------------------------------------

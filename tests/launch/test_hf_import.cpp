@@ -231,6 +231,12 @@ TEST(InitFrom, ConflictingModelKeyIsNamed) {
   EXPECT_NE(msg.find("test.yaml"), std::string::npos) << msg;
   EXPECT_NE(msg.find("model.d_model: conflicts with init_from.path"), std::string::npos) << msg;
   EXPECT_NE(msg.find("config.json gives 32"), std::string::npos) << msg;
+  // A RoPE model's context length may be chosen shorter; everything else comes from config.json.
+  Config shorter = train_config(tmp / "run", "model: {max_seq_len: 32}\ninit_from: {format: hf, path: " + kHf + "llama_gqa}\n");
+  Config r = resolve_model_keys(shorter);
+  EXPECT_EQ(r.get_int("model.max_seq_len"), 32);
+  EXPECT_EQ(r.get_int("model.d_model"), 32);
+  EXPECT_EQ(r.get_int("model.ffn_hidden"), 64);
   Config bad = train_config(tmp / "run", "init_from: {format: hf, path: " + tmp / "absent" + "}\n");
   msg = error_of([&] { resolve_model_keys(bad); });
   EXPECT_NE(msg.find("init_from.path"), std::string::npos) << msg;
