@@ -70,6 +70,34 @@ def check_transformers(hf_dir, ref, greedy):
             "greedy_equal": out == ref["greedy"], "token_ids_equal": hf_ids == ids}
 
 
+# The value types llama.cpp's loader requires, as gguf-py (llama.cpp's own Python reader) sees them.
+GGUF_TYPES = {
+    "general.architecture": ["STRING"], "general.alignment": ["UINT32"], "general.file_type": ["UINT32"],
+    "llama.context_length": ["UINT32"], "llama.embedding_length": ["UINT32"], "llama.block_count": ["UINT32"],
+    "llama.feed_forward_length": ["UINT32"], "llama.attention.head_count": ["UINT32"],
+    "llama.attention.head_count_kv": ["UINT32"], "llama.rope.dimension_count": ["UINT32"],
+    "llama.attention.layer_norm_rms_epsilon": ["FLOAT32"], "llama.rope.freq_base": ["FLOAT32"],
+    "tokenizer.ggml.model": ["STRING"], "tokenizer.ggml.tokens": ["ARRAY", "STRING"],
+    "tokenizer.ggml.token_type": ["ARRAY", "INT32"], "tokenizer.ggml.merges": ["ARRAY", "STRING"],
+}
+
+
+def check_gguf_py(gguf):
+    """None when gguf-py reads the file with the expected key types, else what differs."""
+    try:
+        from gguf import GGUFReader
+    except ImportError:
+        return "gguf-py not installed"
+    r = GGUFReader(gguf)
+
+    def types(k):  # gguf-py lists no element type for an empty array (no merges)
+        t = [x.name for x in r.fields[k].types]
+        return t + GGUF_TYPES[k][1:] if t == ["ARRAY"] and not r.fields[k].data else t
+    bad = [f"{k}: {types(k) if k in r.fields else 'missing'}"
+           for k, want in GGUF_TYPES.items() if k not in r.fields or types(k) != want]
+    return "; ".join(bad) or None
+
+
 def check_llama_cpp(gguf, ref, greedy):
     from llama_cpp import Llama
 
@@ -190,6 +218,8 @@ def main():
                 gguf = os.path.join(work, f"{name}_{dtype}.gguf")
                 run([loom, "export", "--ckpt", run_dir, "--format", "gguf", "--out", gguf, "--dtype", dtype])
                 c = check_llama_cpp(gguf, ref, args.greedy)
+                c["gguf_py_key_types"] = check_gguf_py(gguf) or "as llama.cpp requires"
+                ok &= c["gguf_py_key_types"] == "as llama.cpp requires"
                 r[f"llama_cpp_{dtype}"] = c
                 if dtype == "f32":
                     ok &= c["max_abs_logprob_diff"] < TOL and c["greedy_equal"] and c["token_ids_equal"]
