@@ -95,6 +95,38 @@ std::vector<Case> llama_cases() {
           {"bias", llama(1, false, true, false)}, {"qkv_bias", llama(2, true, false, true)}};
 }
 
+// loom_parameter_shapes is the export/import side's list of what TransformerLM registers; it
+// must stay equal to the model's own, in order, for every kind of config.
+TEST(ExportTables, ParameterShapesMatchTheModel) {
+  std::vector<Case> cases = llama_cases();
+  ModelConfig g = ModelConfig::gpt2(300, 32, 2, 4);
+  cases.push_back({"gpt2", g});
+  g.tie_embeddings = false;
+  cases.push_back({"gpt2_untied", g});
+  ModelConfig mix = llama(2, false, false, true);
+  mix.activation = "gelu";
+  mix.norm = "layernorm";
+  cases.push_back({"mix", mix});
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    TransformerLM m(c.cfg, 1);
+    auto shapes = loom_parameter_shapes(c.cfg);
+    ASSERT_EQ(shapes.size(), m.parameters().size());
+    int64_t n = 0;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      EXPECT_EQ(shapes[i].first, m.parameters()[i].name);
+      EXPECT_EQ(shapes[i].second, m.parameters()[i].tensor.shape()) << shapes[i].first;
+      n += m.parameters()[i].tensor.numel();
+    }
+    EXPECT_EQ(n, c.cfg.num_parameters());
+  }
+  // Qwen2 style: q/k/v biases, none on o_proj or the MLP.
+  TransformerLM q(llama(2, false, false, true), 1);
+  EXPECT_TRUE(q.has_param("model.layers.0.self_attn.k_proj.bias"));
+  EXPECT_FALSE(q.has_param("model.layers.0.self_attn.o_proj.bias"));
+  EXPECT_FALSE(q.has_param("model.layers.0.mlp.up_proj.bias"));
+}
+
 // ---- Hugging Face ------------------------------------------------------------------------------
 
 TEST(ExportHf, RoundTripGivesIdenticalParametersAndLogits) {
