@@ -1,4 +1,5 @@
-// main.cpp: the `loom` command line: train, generate, eval, data prepare, tokenizer train.
+// main.cpp: the `loom` command line: train, generate, eval, score, export, data prepare,
+// tokenizer train.
 // Every subcommand has --help; errors print one clear message and exit non-zero.
 #include <CLI/CLI.hpp>
 
@@ -9,12 +10,16 @@
 #include <filesystem>
 #include <iostream>
 
+#include <nlohmann/json.hpp>
+
 #include "data/arithmetic.h"
 #include "data/io.h"
 #include "data/shards.h"
 #include "data/tokenizer.h"
 #include "launch/checkpoint.h"
 #include "launch/config.h"
+#include "launch/export.h"
+#include "launch/import_hf.h"
 #include "launch/train_config.h"
 #include "launch/trainer.h"
 #include "models/generate.h"
@@ -34,13 +39,7 @@ struct LoadedModel {
 
 // --ckpt accepts a checkpoint file, a checkpoints/ directory or a run directory.
 LoadedModel load_model(const std::string& where) {
-  std::string path = where;
-  if (fs::is_directory(where)) {
-    std::string dir = fs::exists(where + "/checkpoints") ? where + "/checkpoints" : where;
-    auto latest = launch::latest_checkpoint(dir, true);
-    if (!latest) throw std::runtime_error("no checkpoint found in '" + dir + "'");
-    path = *latest;
-  }
+  std::string path = launch::resolve_checkpoint(where);
   launch::CheckpointState s = launch::load_checkpoint(path);
   LoadedModel m{launch::load_config_text(s.strings.at("config"), path + ":config", launch::train_schema()),
                 data::BpeTokenizer::from_json(s.strings.at("tokenizer.json"), path + ":tokenizer.json"), nullptr, path};
@@ -65,6 +64,39 @@ parallel::LaunchEnv launch_env() {
   } catch (const std::exception&) {
     return {};
   }
+}
+
+// A Hugging Face checkpoint directory, imported (for `loom score --hf`).
+LoadedModel load_hf_model(const std::string& dir) {
+  launch::HfCheckpoint c = launch::load_hf_checkpoint(dir);
+  if (c.tokenizer_json.empty()) throw std::runtime_error(dir + ": no tokenizer.json");
+  LoadedModel m{launch::load_config_text("", "<defaults>", launch::train_schema()),
+                data::BpeTokenizer::from_json(c.tokenizer_json, dir + "/tokenizer.json"), nullptr, dir};
+  m.model = std::make_unique<models::TransformerLM>(c.config, 0);
+  launch::assign_parameters(*m.model, c.tensors, dir);
+  m.model->set_training(false);
+  return m;
+}
+
+// Comma-separated token ids ("1,2,3").
+std::vector<int32_t> parse_ids(const std::string& text) {
+  std::vector<int32_t> ids;
+  size_t at = 0;
+  while (at < text.size()) {
+    size_t comma = text.find(',', at);
+    std::string item = text.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
+    try {
+      size_t used = 0;
+      long v = std::stol(item, &used);
+      if (used != item.size() || v < 0) throw std::invalid_argument(item);
+      ids.push_back(int32_t(v));
+    } catch (const std::exception&) {
+      throw std::runtime_error("--ids: '" + item + "' is not a token id");
+    }
+    if (comma == std::string::npos) break;
+    at = comma + 1;
+  }
+  return ids;
 }
 
 std::vector<int32_t> stop_tokens_for(const LoadedModel& m) {
@@ -127,6 +159,30 @@ int main(int argc, char** argv) {
   int64_t problems = 200;
   eval->add_option("--ckpt", eval_ckpt, "checkpoint file, checkpoints/ dir or run dir")->required();
   eval->add_option("--problems", problems, "held-out problems to solve")->default_val(200);
+
+  // ---- score (log-probabilities, for comparing with other engines) ------------------------------
+  auto* score = app.add_subcommand("score", "Print next-token log-probabilities and a greedy continuation as JSON");
+  std::string score_ckpt, score_hf, score_prompt, score_ids;
+  int64_t score_greedy = 8;
+  score->add_option("--ckpt", score_ckpt, "checkpoint file, checkpoints/ dir or run dir");
+  score->add_option("--hf", score_hf, "a Hugging Face checkpoint directory instead (imported)");
+  score->add_option("--prompt", score_prompt, "text to score (tokenized with the model's tokenizer)");
+  score->add_option("--ids", score_ids, "token ids to score instead, comma-separated");
+  score->add_option("--greedy", score_greedy, "greedy continuation length")->default_val(8);
+
+  // ---- export ---------------------------------------------------------------------------------
+  auto* exp = app.add_subcommand("export", "Export a checkpoint for inference engines: Hugging Face (transformers, "
+                                           "vLLM, SGLang) or GGUF (llama.cpp, Ollama)");
+  std::string exp_ckpt, exp_dtype = "f32";
+  launch::ExportOptions eopt;
+  exp->add_option("--ckpt", exp_ckpt, "checkpoint file, checkpoints/ dir or run dir (newest good checkpoint)")->required();
+  exp->add_option("--format", eopt.format, "hf: config.json + model.safetensors + tokenizer; gguf: one llama.cpp file")
+      ->required()->check(CLI::IsMember({"hf", "gguf"}));
+  exp->add_option("--out", eopt.out, "output directory (hf) or file (gguf); replaced atomically")->required();
+  exp->add_option("--dtype", exp_dtype, "weight dtype (gguf keeps 1-D tensors f32)")
+      ->default_val("f32")->check(CLI::IsMember({"f32", "bf16", "f16"}));
+  exp->add_option("--max-shard-bytes", eopt.max_shard_bytes, "hf: split model.safetensors into shards above this size")
+      ->default_val(5'000'000'000ull)->check(CLI::PositiveNumber);
 
   // ---- data prepare ------------------------------------------------------------------------------
   auto* data_cmd = app.add_subcommand("data", "Dataset tools");
@@ -207,6 +263,34 @@ int main(int argc, char** argv) {
       }
       std::printf("accuracy: %lld/%lld = %.1f%% (greedy, held-out %d-%d digit problems)\n", (long long)correct,
                   (long long)problems, 100.0 * double(correct) / double(problems), a.min_digits, a.max_digits);
+      return 0;
+    }
+    if (*score) {
+      if (score_ckpt.empty() == score_hf.empty()) throw std::runtime_error("score: give exactly one of --ckpt and --hf");
+      if (score_prompt.empty() == score_ids.empty()) throw std::runtime_error("score: give exactly one of --prompt and --ids");
+      LoadedModel m = score_hf.empty() ? load_model(score_ckpt) : load_hf_model(score_hf);
+      std::vector<int32_t> ids = score_ids.empty() ? m.tokenizer.encode(score_prompt) : parse_ids(score_ids);
+      if (ids.empty()) throw std::runtime_error("score: nothing to score");
+      std::vector<int64_t> ids64(ids.begin(), ids.end());
+      runtime::NoGradGuard ng;
+      runtime::Tensor logits = m.model->forward(runtime::Tensor::from_vector(ids64, {1, int64_t(ids.size())}));
+      std::vector<double> lp = runtime::log_softmax(logits.to(runtime::DType::f64), -1).to_double_vector();
+      const size_t V = size_t(logits.size(-1));
+      nlohmann::json out;
+      out["ids"] = ids;
+      out["logprobs"] = nlohmann::json::array();
+      for (size_t t = 0; t < ids.size(); ++t)
+        out["logprobs"].push_back(std::vector<double>(lp.begin() + long(t * V), lp.begin() + long((t + 1) * V)));
+      models::SamplingOptions greedy;
+      greedy.temperature = 0;
+      greedy.max_new_tokens = score_greedy;
+      out["greedy"] = score_greedy > 0 ? models::generate(*m.model, {ids}, greedy, 1)[0].tokens : std::vector<int32_t>{};
+      std::cout << out.dump() << "\n";
+      return 0;
+    }
+    if (*exp) {
+      eopt.dtype = runtime::dtype_from_name(exp_dtype);
+      std::cout << launch::export_model(launch::load_export_source(exp_ckpt), eopt) << "\n";
       return 0;
     }
     if (*prep) {

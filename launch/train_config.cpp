@@ -1,9 +1,13 @@
 // train_config.cpp: every `loom train` key, with its default, range and help, in one table.
 #include "launch/train_config.h"
 
+#include <cstdio>
+#include <filesystem>
+#include <optional>
 #include <stdexcept>
 
 #include "data/shards.h"
+#include "launch/import_hf.h"
 #include "launch/quickstart_yaml.h"
 
 namespace loom::launch {
@@ -34,6 +38,7 @@ const ConfigSchema& train_schema() {
     s.add_float("model.norm_eps", 1e-5, "normalisation epsilon", 0.0, 1.0);
     s.add_bool("model.tie_embeddings", false, "share embed_tokens and lm_head (default from preset)");
     s.add_bool("model.bias", false, "biases on projections (default from preset)");
+    s.add_bool("model.qkv_bias", false, "biases on the q/k/v projections only (Qwen2 style)");
     s.add_int("model.max_seq_len", 0, "longest sequence (0: data.seq_len)", 0);
     s.add_float("model.dropout", 0.0, "dropout probability", 0.0, 0.99);
     s.add_float("model.init_std", 0.02, "std of the normal initialisation", 0.0);
@@ -89,6 +94,13 @@ const ConfigSchema& train_schema() {
     s.add_bool("parallel.overlap", true, "start each gradient bucket's reduction during backward");
     s.add_float("parallel.timeout_s", 0.0, "collective timeout in seconds (0: $LOOM_COMM_TIMEOUT or 600)", 0.0);
 
+    s.add_enum("init_from.format", "none", {"none", "hf"},
+               "start from existing weights: hf = a Hugging Face checkpoint directory (the model.* architecture "
+               "then comes from its config.json)");
+    s.add_string("init_from.path", "", "directory with config.json, model.safetensors (or shards) and tokenizer.json");
+    s.add_bool("init_from.tokenizer", true,
+               "use init_from.path's tokenizer.json (false: the data's tokenizer, which must fit the vocabulary)");
+
     s.add_int("checkpoint.every", 0, "steps between checkpoints (0: only at the end)", 0);
     s.add_int("checkpoint.keep", 3, "checkpoints kept (0: all)", 0);
     return s;
@@ -119,8 +131,73 @@ parallel::ParallelDims build_parallel_dims(const Config& cfg, int world_size) {
   return p;
 }
 
+namespace {
+
+// The tokenizer init_from brings along, or nullopt when the data's own is used.
+std::optional<data::BpeTokenizer> init_from_tokenizer(const Config& cfg) {
+  if (cfg.get_string("init_from.format") != "hf" || !cfg.get_bool("init_from.tokenizer")) return std::nullopt;
+  std::string path = cfg.get_string("init_from.path") + "/tokenizer.json";
+  if (!std::filesystem::exists(path))
+    throw cfg.error("init_from.path", "has no tokenizer.json (" + path + "); set init_from.tokenizer: false to use the data's");
+  return data::BpeTokenizer::load(path);
+}
+
+std::string format_double(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  std::string s = buf;
+  if (s.find_first_of(".en") == std::string::npos) s += ".0";  // keep it a YAML float
+  return s;
+}
+
+}  // namespace
+
+Config resolve_model_keys(const Config& cfg) {
+  auto b = [](bool v) { return std::string(v ? "true" : "false"); };
+  if (cfg.get_string("init_from.format") != "hf") {
+    // The preset's defaults become explicit values: a reloaded config has every key set, so
+    // build_model_config could no longer tell a gpt2 default from a chosen value.
+    if (cfg.get_string("model.preset") != "gpt2") return cfg;
+    const std::vector<std::pair<std::string, std::string>> preset = {
+        {"model.norm", "layernorm"}, {"model.activation", "gelu"}, {"model.positions", "learned"},
+        {"model.tie_embeddings", "true"}, {"model.bias", "true"}};
+    std::vector<std::string> overrides;
+    for (const auto& [key, value] : preset)
+      if (!cfg.was_set(key)) overrides.push_back(key + "=" + value);
+    return overrides.empty() ? cfg : load_config_text(cfg.to_yaml(), cfg.source_name(), cfg.schema(), overrides);
+  }
+  const std::string dir = cfg.get_string("init_from.path");
+  if (dir.empty()) throw cfg.error("init_from.path", "init_from.format is hf but init_from.path is empty");
+  models::ModelConfig m;
+  try {
+    m = read_hf_config(dir);
+  } catch (const std::runtime_error& e) {
+    throw cfg.error("init_from.path", e.what());
+  }
+  const std::vector<std::pair<std::string, std::string>> keys = {
+      {"model.preset", m.norm == "layernorm" ? "gpt2" : "llama"}, {"model.vocab_size", std::to_string(m.vocab_size)},
+      {"model.d_model", std::to_string(m.d_model)}, {"model.n_layers", std::to_string(m.n_layers)},
+      {"model.n_heads", std::to_string(m.n_heads)}, {"model.n_kv_heads", std::to_string(m.n_kv_heads)},
+      {"model.ffn_hidden", std::to_string(m.ffn_hidden)}, {"model.norm", m.norm}, {"model.activation", m.activation},
+      {"model.positions", m.positions}, {"model.rope_theta", format_double(m.rope_theta)},
+      {"model.norm_eps", format_double(m.norm_eps)}, {"model.tie_embeddings", b(m.tie_embeddings)},
+      {"model.bias", b(m.bias)}, {"model.qkv_bias", b(m.qkv_bias)}, {"model.max_seq_len", std::to_string(m.max_seq_len)}};
+  std::vector<std::string> overrides;
+  for (const auto& [key, value] : keys) {
+    // A RoPE model's context length is only a bound: the config may choose a shorter one.
+    if (key == "model.max_seq_len" && m.positions == "rope" && cfg.was_set(key)) continue;
+    Config probe = load_config_text("", "<probe>", cfg.schema(), {key + "=" + value});
+    if (cfg.was_set(key) && cfg.get(key) != probe.get(key))
+      throw cfg.error(key, "conflicts with init_from.path: " + dir + "/config.json gives " + value +
+                               " (leave model.* architecture keys unset when init_from is used)");
+    overrides.push_back(key + "=" + value);
+  }
+  return load_config_text(cfg.to_yaml(), cfg.source_name(), cfg.schema(), overrides);
+}
+
 DataSetup build_data(const Config& cfg) {
   DataSetup d;
+  std::optional<data::BpeTokenizer> init_tok = init_from_tokenizer(cfg);
   uint64_t seed = uint64_t(cfg.get_int("run.seed"));
   if (cfg.get_string("data.source") == "arithmetic") {
     data::ArithmeticConfig a;
@@ -132,7 +209,7 @@ DataSetup build_data(const Config& cfg) {
     } catch (const std::invalid_argument& e) {
       throw ConfigError(cfg.source_name() + ": data.arithmetic: " + e.what());
     }
-    d.tokenizer = data::arithmetic_tokenizer();
+    d.tokenizer = init_tok ? *init_tok : data::arithmetic_tokenizer();
     data::ArithmeticSourceOptions opt;
     opt.mask_prompt = cfg.get_bool("data.arithmetic.mask_prompt");
     d.source = std::make_unique<data::ArithmeticBatchSource>(a, d.tokenizer, seed, opt);
@@ -141,6 +218,11 @@ DataSetup build_data(const Config& cfg) {
   std::string dir = cfg.get_string("data.path");
   if (dir.empty()) throw cfg.error("data.path", "data.source is shards but data.path is empty");
   d.tokenizer = data::BpeTokenizer::load(dir + "/tokenizer.json");
+  if (init_tok && init_tok->to_json() != d.tokenizer.to_json())
+    throw cfg.error("init_from.tokenizer", "the shards in " + dir + " were tokenized with another tokenizer than " +
+                                               cfg.get_string("init_from.path") +
+                                               "/tokenizer.json; prepare them with --tokenizer that file, or set "
+                                               "init_from.tokenizer: false");
   d.source = std::make_unique<data::ShardBatchSource>(data::prepared_shards(dir, "train"), seed,
                                                       data::prepared_shards(dir, "val"));
   return d;
@@ -168,6 +250,7 @@ models::ModelConfig build_model_config(const Config& cfg, int64_t tokenizer_voca
   m.positions = pick("model.positions", "learned");
   m.tie_embeddings = pick_bool("model.tie_embeddings", true);
   m.bias = pick_bool("model.bias", true);
+  m.qkv_bias = cfg.get_bool("model.qkv_bias");
   m.ffn_hidden = cfg.get_int("model.ffn_hidden");
   if (m.ffn_hidden == 0) m.ffn_hidden = m.activation == "swiglu" ? (8 * m.d_model / 3 + 31) / 32 * 32 : 4 * m.d_model;
   m.rope_theta = cfg.get_float("model.rope_theta");

@@ -21,7 +21,13 @@ struct DataSetup {
   data::BpeTokenizer tokenizer;
   std::unique_ptr<data::BatchSource> source;
 };
-// Builds the tokenizer and batch source named by data.*; errors name the key or file.
+// `cfg` with the model.* architecture keys made explicit, so the config saved in checkpoints
+// rebuilds the same model on its own: with init_from.format hf they come from init_from.path's
+// config.json (a key the config set to another value is an error naming it); with the gpt2
+// preset its defaults are written out.
+Config resolve_model_keys(const Config& cfg);
+// Builds the tokenizer and batch source named by data.* (the tokenizer from init_from.path
+// when init_from.tokenizer says so); errors name the key or file.
 DataSetup build_data(const Config& cfg);
 // model.* with vocab from the tokenizer when model.vocab_size is 0.
 models::ModelConfig build_model_config(const Config& cfg, int64_t tokenizer_vocab);

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "launch/checkpoint.h"
+#include "launch/import_hf.h"
 #include "launch/progress.h"
 #include "launch/train_config.h"
 #include "models/transformer.h"
@@ -199,6 +200,8 @@ class Trainer {
     optimizer_ = std::make_unique<optim::DistributedOptimizer>(
         std::move(params), [&](std::vector<optim::ParamRef> refs) { return build_optimizer(cfg, std::move(refs)); },
         dpo, optim::ParallelGroups{dp_, tp_.comm, mesh_.comm("pp"), tp_.sequence_parallel});
+    // init_from: start from existing weights (a resumed run takes them from its checkpoint).
+    if (!opt.resume || list_checkpoints(ckpt_dir_).empty()) apply_init_from(cfg, model_);
   }
 
   int run() {
@@ -472,7 +475,8 @@ class Trainer {
 
 int train(const Config& cfg, const TrainOptions& opt) {
   if (int64_t threads = cfg.get_int("run.threads")) omp_set_num_threads(int(threads));
-  Trainer t(cfg, opt);
+  const Config resolved = resolve_model_keys(cfg);  // model.* explicit (preset, init_from)
+  Trainer t(resolved, opt);
   return t.run();
 }
 

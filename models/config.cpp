@@ -23,7 +23,7 @@ void ModelConfig::validate() const {
 int64_t ModelConfig::num_parameters() const {
   int64_t C = d_model, D = head_dim(), kv = n_kv_heads * D;
   int64_t norm_params = norm == "layernorm" ? 2 * C : C;
-  int64_t attn = C * C + 2 * C * kv + C * C + (bias ? C + 2 * kv + C : 0);
+  int64_t attn = C * C + 2 * C * kv + C * C + (bias ? C + 2 * kv + C : qkv_bias ? C + 2 * kv : 0);
   int64_t mlp = activation == "swiglu" ? 3 * C * ffn_hidden + (bias ? 2 * ffn_hidden + C : 0)
                                        : 2 * C * ffn_hidden + (bias ? ffn_hidden + C : 0);
   int64_t per_layer = attn + mlp + 2 * norm_params;

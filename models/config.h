@@ -20,6 +20,7 @@ struct ModelConfig {
   double norm_eps = 1e-5;
   bool tie_embeddings = false;
   bool bias = false;  // biases on attention and MLP projections
+  bool qkv_bias = false;  // biases on q/k/v projections only (Qwen2); implied by bias
   int64_t max_seq_len = 256;
   double dropout = 0.0;
   double init_std = 0.02;

@@ -63,14 +63,15 @@ TransformerLM::TransformerLM(ModelConfig cfg, uint64_t seed, DType dtype, parall
   };
   // Column-parallel: output rows (and bias) split. Row-parallel: input columns split, the bias
   // is added once after the reduction.
-  auto add_column = [&](const std::string& p, int64_t out, int64_t in, double s) {
+  auto add_column = [&](const std::string& p, int64_t out, int64_t in, double s, bool with_bias) {
     add_param(p + ".weight", {out, in}, s, false, seed, 0.0, 0);
-    if (cfg_.bias) add_param(p + ".bias", {out}, 0.0, true, seed, 0.0, 0);
+    if (with_bias) add_param(p + ".bias", {out}, 0.0, true, seed, 0.0, 0);
   };
-  auto add_row = [&](const std::string& p, int64_t out, int64_t in, double s) {
+  auto add_row = [&](const std::string& p, int64_t out, int64_t in, double s, bool with_bias) {
     add_param(p + ".weight", {out, in}, s, false, seed, 0.0, 1);
-    if (cfg_.bias) add_param(p + ".bias", {out}, 0.0, true, seed);
+    if (with_bias) add_param(p + ".bias", {out}, 0.0, true, seed);
   };
+  const bool qkv_bias = cfg_.bias || cfg_.qkv_bias;
   if (stage_.embedding || (stage_.head && cfg_.tie_embeddings))
     add_param("model.embed_tokens.weight", {cfg_.vocab_size, C}, std, true, seed, 0.0, 0);
   if (stage_.embedding && cfg_.positions == "learned")
@@ -78,14 +79,14 @@ TransformerLM::TransformerLM(ModelConfig cfg, uint64_t seed, DType dtype, parall
   for (int l = stage_.first_layer; l < stage_.end_layer; ++l) {
     std::string p = layer_prefix(l);
     add_norm(p + "input_layernorm");
-    add_column(p + "self_attn.q_proj", H * D, C, std);
-    add_column(p + "self_attn.k_proj", Hkv * D, C, std);
-    add_column(p + "self_attn.v_proj", Hkv * D, C, std);
-    add_row(p + "self_attn.o_proj", C, H * D, out_std);
+    add_column(p + "self_attn.q_proj", H * D, C, std, qkv_bias);
+    add_column(p + "self_attn.k_proj", Hkv * D, C, std, qkv_bias);
+    add_column(p + "self_attn.v_proj", Hkv * D, C, std, qkv_bias);
+    add_row(p + "self_attn.o_proj", C, H * D, out_std, cfg_.bias);
     add_norm(p + "post_attention_layernorm");
-    if (cfg_.activation == "swiglu") add_column(p + "mlp.gate_proj", F, C, std);
-    add_column(p + "mlp.up_proj", F, C, std);
-    add_row(p + "mlp.down_proj", C, F, out_std);
+    if (cfg_.activation == "swiglu") add_column(p + "mlp.gate_proj", F, C, std, cfg_.bias);
+    add_column(p + "mlp.up_proj", F, C, std, cfg_.bias);
+    add_row(p + "mlp.down_proj", C, F, out_std, cfg_.bias);
   }
   if (!stage_.head) return;
   add_norm("model.norm");
@@ -117,7 +118,9 @@ Tensor TransformerLM::norm(const Tensor& x, const std::string& p) const {
 }
 
 Tensor TransformerLM::proj(const Tensor& x, const std::string& p) const {
-  return linear(x, param(p + ".weight"), cfg_.bias ? param(p + ".bias") : Tensor());
+  // A projection has a bias when the config gave it one (all with bias, q/k/v with qkv_bias).
+  auto it = index_.find(p + ".bias");
+  return linear(x, param(p + ".weight"), it != index_.end() ? params_[it->second].tensor : Tensor());
 }
 
 Tensor TransformerLM::row_proj(const Tensor& x, const std::string& p) const {

@@ -238,6 +238,19 @@ SafetensorsFile read_safetensors(const std::string& path) {
                      ") and '" + e.name + "' [" + std::to_string(e.begin) + ", " + std::to_string(e.end) + ") overlap");
     prev = &e;
   }
+  // Contiguous without holes, as the format requires (the Rust reference refuses the rest): the
+  // non-empty ranges, in order, tile [0, buffer_size) exactly.
+  uint64_t covered = 0;
+  for (const Entry& e : entries) {
+    if (e.begin == e.end) continue;
+    if (e.begin != covered)
+      fail(path, "hole in the data buffer: bytes [" + std::to_string(covered) + ", " + std::to_string(e.begin) +
+                     ") belong to no tensor (before '" + e.name + "')");
+    covered = e.end;
+  }
+  if (covered != buffer_size)
+    fail(path, std::to_string(buffer_size - covered) + " bytes after the last tensor's data (the header describes " +
+                   std::to_string(covered) + " of the " + std::to_string(buffer_size) + "-byte data buffer)");
 
   for (const Entry& e : entries) {
     Tensor t = Tensor::empty(e.shape, e.dtype);

@@ -12,8 +12,9 @@
 //     atomically (temporary file in the same directory, fsync, rename, fsync of the directory).
 //   - Reading: every malformed file is refused with one std::runtime_error naming the file and
 //     the problem (short file, header length beyond the file, invalid JSON, unknown dtype,
-//     shape/offset size mismatch, offsets outside the buffer, overlapping tensors, duplicate
-//     names). Tensors come back in data-offset order. BOOL reads as u8; u8 writes as U8.
+//     shape/offset size mismatch, offsets outside the buffer, overlapping tensors, holes or
+//     trailing bytes in the data buffer, duplicate names). Tensors come back in data-offset
+//     order. BOOL reads as u8; u8 writes as U8.
 #pragma once
 #include <map>
 #include <string>

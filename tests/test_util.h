@@ -1,8 +1,10 @@
 // test_util.h: helpers shared by the test suites.
 #pragma once
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <string>
 
@@ -24,5 +26,21 @@ struct TempDir {
   std::string operator/(const std::string& name) const { return (path / name).string(); }
   std::string str() const { return path.string(); }
 };
+
+struct RunResult {
+  int exit_code;
+  std::string output;
+};
+
+// Runs a shell command line, capturing stdout+stderr; the exit code, or 128 + signal.
+inline RunResult run_command(const std::string& cmd) {
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  int status = pclose(p);
+  int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return {code, out};
+}
 
 }  // namespace loom::testing

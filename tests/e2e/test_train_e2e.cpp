@@ -17,21 +17,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct RunResult {
-  int exit_code;
-  std::string output;
-};
+using loom::testing::RunResult;
 
 // Runs the loom binary with `args` (and env assignments in `env`), capturing stdout+stderr.
 RunResult run_loom(const std::string& args, const std::string& env = "") {
-  std::string cmd = "env OMP_NUM_THREADS=1 " + env + " " + LOOM_BINARY + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  int status = pclose(p);
-  int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return {code, out};
+  return loom::testing::run_command("env OMP_NUM_THREADS=1 " + env + " " + LOOM_BINARY + " " + args);
 }
 
 // A small, fast config (the quickstart's shape, shrunk) on the arithmetic corpus.

@@ -245,6 +245,31 @@ TEST_F(Safetensors, ErrorOverlappingTensors) {
                "tensors 'a' [0, 8) and 'b' [4, 12) overlap");
 }
 
+TEST_F(Safetensors, ErrorHoleInBuffer) {
+  expect_error(file_bytes(R"({"a":{)" + kF32x2 + R"(,"data_offsets":[0,8]},"b":{)" + kF32x2 +
+                              R"(,"data_offsets":[12,20]}})",
+                          std::string(20, '\0')),
+               "hole in the data buffer: bytes [8, 12) belong to no tensor (before 'b')");
+}
+
+TEST_F(Safetensors, ErrorTrailingBytes) {
+  expect_error(file_bytes(R"({"a":{)" + kF32x2 + R"(,"data_offsets":[0,8]}})", std::string(11, '\0')),
+               "3 bytes after the last tensor's data");
+}
+
+TEST_F(Safetensors, ErrorTruncatedFile) {
+  // A good file cut short anywhere after the header: the last tensor's bytes are missing.
+  std::string good = path("good.safetensors");
+  write_safetensors(good, {{"a", Tensor::ones({4, 4})}, {"b", Tensor::ones({3})}});
+  std::string bytes;
+  {
+    std::ifstream in(good, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  expect_error(bytes.substr(0, bytes.size() - 5), "tensor 'b': data_offsets [64, 76] outside the 71-byte data buffer");
+  expect_error(bytes.substr(0, 20), "goes beyond the file");
+}
+
 TEST_F(Safetensors, ErrorDuplicateNames) {
   expect_error(file_bytes(R"({"a":{)" + kF32x2 + R"(,"data_offsets":[0,8]},"a":{)" + kF32x2 +
                               R"(,"data_offsets":[8,16]}})",
