@@ -11,6 +11,7 @@
 #include <sstream>
 #include <string>
 
+#include "tests/e2e/metrics_util.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -35,17 +36,7 @@ std::string small_config(const std::string& dir, int steps, const std::string& e
   return path;
 }
 
-// step -> loss from metrics.jsonl (training records only).
-std::map<int64_t, double> losses(const std::string& run_dir) {
-  std::map<int64_t, double> m;
-  std::ifstream in(run_dir + "/metrics.jsonl");
-  std::string line;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line);
-    if (j.contains("loss") && !j.contains("skipped")) m[j["step"]] = j["loss"];
-  }
-  return m;
-}
+std::map<int64_t, double> losses(const std::string& run_dir) { return loom::testing::training_losses(run_dir); }
 
 double last_val_loss(const std::string& run_dir) {
   std::ifstream in(run_dir + "/metrics.jsonl");

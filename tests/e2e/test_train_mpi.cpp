@@ -16,6 +16,7 @@
 #include <sstream>
 #include <string>
 
+#include "tests/e2e/metrics_util.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -38,15 +39,9 @@ RunResult run(int np, const std::string& args, const std::string& env = "") {
     for (std::string w; words >> w;) cmd += " -x " + w.substr(0, w.find('='));
     cmd += " ";
   }
-  cmd += std::string(LOOM_BINARY) + " " + args + " 2>&1";
   auto t0 = std::chrono::steady_clock::now();
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  int status = pclose(p);
-  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out, s};
+  loom::testing::RunResult r = loom::testing::run_command(cmd + LOOM_BINARY + " " + args);
+  return {r.exit_code, r.output, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()};
 }
 
 // f64, uneven everywhere: vocab 263 (arithmetic's 259 + 4), MLP 90, 6 rows over 4 ranks.
@@ -61,16 +56,7 @@ std::string config(const std::string& dir) {
   return path;
 }
 
-std::map<int64_t, double> losses(const std::string& run_dir) {
-  std::map<int64_t, double> m;
-  std::ifstream in(run_dir + "/metrics.jsonl");
-  std::string line;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line);
-    if (j.contains("loss")) m[j["step"]] = j["loss"];
-  }
-  return m;
-}
+std::map<int64_t, double> losses(const std::string& run_dir) { return loom::testing::training_losses(run_dir); }
 
 void expect_same_losses(const std::map<int64_t, double>& got, const std::map<int64_t, double>& want,
                         const std::string& what) {
