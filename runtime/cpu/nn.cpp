@@ -260,10 +260,20 @@ void k_layer_norm(const KernelArgs& a) {
     parallel_for(R, std::max<int64_t>(1, 4096 / std::max<int64_t>(C, 1)), [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
         const T* xr = px + r * C;
-        double s = 0;
-        for (int64_t c = 0; c < C; ++c) s += double(xr[c]);
-        double mean = s / double(C), v = 0;
-        for (int64_t c = 0; c < C; ++c) v += (double(xr[c]) - mean) * (double(xr[c]) - mean);
+        double mean, v = 0;
+        if constexpr (std::is_same_v<T, float>) {
+          mean = sum8_f64(C, [&](int64_t c, int64_t m) { return load8(xr + c, m); }) / double(C);
+          const float mf = float(mean);
+          v = sum8_f64(C, [&](int64_t c, int64_t m) {
+            f32x8 d = load8(xr + c, m, mf) - mf;  // padding lanes give 0
+            return d * d;
+          });
+        } else {
+          double s = 0;
+          for (int64_t c = 0; c < C; ++c) s += double(xr[c]);
+          mean = s / double(C);
+          for (int64_t c = 0; c < C; ++c) v += (double(xr[c]) - mean) * (double(xr[c]) - mean);
+        }
         double rstd = 1.0 / std::sqrt(v / double(C) + eps);
         pm[r] = T(mean);
         pr[r] = T(rstd);
@@ -298,11 +308,18 @@ void k_layer_norm_backward(const KernelArgs& a) {
         const T* xr = px + r * C;
         const T* gr = pg + r * C;
         double sg = 0, sgx = 0;
-        for (int64_t c = 0; c < C; ++c) {
-          double g = double(gr[c]) * (pw ? double(pw[c]) : 1.0);
-          double xh = (double(xr[c]) - double(pm[r])) * double(pr[r]);
-          sg += g;
-          sgx += g * xh;
+        if constexpr (std::is_same_v<T, float>) {
+          const float mu = pm[r], rs = pr[r];
+          auto g8 = [&](int64_t c, int64_t m) { return pw ? load8(gr + c, m) * load8(pw + c, m) : load8(gr + c, m); };
+          sg = sum8_f64(C, g8);
+          sgx = sum8_f64(C, [&](int64_t c, int64_t m) { return g8(c, m) * ((load8(xr + c, m, mu) - mu) * rs); });
+        } else {
+          for (int64_t c = 0; c < C; ++c) {
+            double g = double(gr[c]) * (pw ? double(pw[c]) : 1.0);
+            double xh = (double(xr[c]) - double(pm[r])) * double(pr[r]);
+            sg += g;
+            sgx += g * xh;
+          }
         }
         sg /= double(C);
         sgx /= double(C);
@@ -353,7 +370,14 @@ void k_rms_norm(const KernelArgs& a) {
       for (int64_t r = b; r < e; ++r) {
         const T* xr = px + r * C;
         double ss = 0;
-        for (int64_t c = 0; c < C; ++c) ss += double(xr[c]) * double(xr[c]);
+        if constexpr (std::is_same_v<T, float>) {
+          ss = sum8_f64(C, [&](int64_t c, int64_t m) {
+            f32x8 x = load8(xr + c, m);
+            return x * x;
+          });
+        } else {
+          for (int64_t c = 0; c < C; ++c) ss += double(xr[c]) * double(xr[c]);
+        }
         T rstd = T(1.0 / std::sqrt(ss / double(C) + eps));
         pr[r] = rstd;
         T* yr = py + r * C;
@@ -382,7 +406,14 @@ void k_rms_norm_backward(const KernelArgs& a) {
         const T* xr = px + r * C;
         const T* gr = pg + r * C;
         double rs = double(pr[r]), sgx = 0;
-        for (int64_t c = 0; c < C; ++c) sgx += double(gr[c]) * (pw ? double(pw[c]) : 1.0) * double(xr[c]) * rs;
+        if constexpr (std::is_same_v<T, float>) {
+          sgx = rs * sum8_f64(C, [&](int64_t c, int64_t m) {
+            f32x8 g = pw ? load8(gr + c, m) * load8(pw + c, m) : load8(gr + c, m);
+            return g * load8(xr + c, m);
+          });
+        } else {
+          for (int64_t c = 0; c < C; ++c) sgx += double(gr[c]) * (pw ? double(pw[c]) : 1.0) * double(xr[c]) * rs;
+        }
         sgx /= double(C);
         T* out = pgx + r * C;
         for (int64_t c = 0; c < C; ++c) {

@@ -52,6 +52,14 @@ inline void acc_f64(f64x4& lo, f64x4& hi, f32x8 v) {
   lo += __builtin_convertvector(a, f64x4);
   hi += __builtin_convertvector(b, f64x4);
 }
+// Sum over c in [0, n) of f(c, m) (an f32x8 holding m <= 8 valid lanes; the rest must be 0),
+// accumulated in f64 lanes: the row statistics of norms and softmax.
+template <class F> inline double sum8_f64(int64_t n, F&& f) {
+  f64x4 lo{}, hi{};
+  for_blocks8(0, n, [&](int64_t c, int64_t m) { acc_f64(lo, hi, f(c, m)); });
+  f64x4 s = lo + hi;
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
 inline double hsum_f64(f64x4 lo, f64x4 hi) {
   f64x4 s = lo + hi;
   return (s[0] + s[1]) + (s[2] + s[3]);
