@@ -162,6 +162,11 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--configs", default=",".join(c["name"] for c in CONFIGS))
     ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--steps", default=None, metavar="W,N",
+                    help="warm-up and timed steps per process for every config (default: each config's own)")
+    ap.add_argument("--multi-thread-settings", default=None, metavar="S1,S2",
+                    help="only these settings at more than one thread (each framework runs those it has; "
+                         "default: all of them)")
     ap.add_argument("--loom-bin", default=os.path.join(ROOT, "build-bench", "bench", "bench_train"))
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/<date>-<commit>[-quick].json)")
     ap.add_argument("--update-readme", action="store_true", help="replace the results table in bench/README.md")
@@ -189,9 +194,13 @@ def main():
     results = []
     for cfg in [c for c in CONFIGS if c["name"] in wanted]:
         warmup, steps = (1, 2) if args.quick else cfg["steps"]
+        if args.steps and not args.quick:
+            warmup, steps = (int(x) for x in args.steps.split(","))
+        multi = args.multi_thread_settings.split(",") if args.multi_thread_settings else None
         for n in thread_counts:
-            lset = [s for s in LOOM_SETTINGS if n > 1 or s in ONE_THREAD_SETTINGS]
-            tset = [s for s in TORCH_SETTINGS if n > 1 or s in ONE_THREAD_SETTINGS]
+            keep = lambda s: (s in ONE_THREAD_SETTINGS) if n == 1 else (multi is None or s in multi)
+            lset = [s for s in LOOM_SETTINGS if keep(s)]
+            tset = [s for s in TORCH_SETTINGS if keep(s)]
             adamw, adamw_times = probe_adamw(cfg, n)
             print(f"{cfg['name']} x {n} thread(s): PyTorch AdamW {adamw} "
                   f"({', '.join(f'{k} {v * 1e3:.1f} ms' for k, v in adamw_times.items())})", flush=True)

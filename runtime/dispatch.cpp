@@ -5,6 +5,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -21,12 +23,29 @@ const char* const kOpNames[] = {
 };
 std::atomic<int64_t> g_fallbacks[kNumOps];
 
-// LOOM_PROFILE=1: wall time and calls per op, printed to stderr at exit (where the time goes).
+// LOOM_PROFILE=1: wall time and calls per op, printed to stderr at exit (where the time goes);
+// LOOM_PROFILE=shapes adds the 25 costliest (op, first output shape) pairs.
 struct OpProfile {
   bool enabled = std::getenv("LOOM_PROFILE") != nullptr;
+  bool shapes = enabled && std::string(std::getenv("LOOM_PROFILE")) == "shapes";
   std::atomic<int64_t> ns[kNumOps] = {}, calls[kNumOps] = {};
+  std::mutex mu;
+  std::map<std::string, std::pair<int64_t, int64_t>> by_shape;  // "op shape" -> (ns, calls)
+  void reset() {
+    for (int i = 0; i < kNumOps; ++i) ns[i] = 0, calls[i] = 0;
+    std::lock_guard<std::mutex> lk(mu);
+    by_shape.clear();
+  }
   ~OpProfile() {
     if (!enabled) return;
+    if (shapes) {
+      std::vector<std::pair<std::string, std::pair<int64_t, int64_t>>> v(by_shape.begin(), by_shape.end());
+      std::sort(v.begin(), v.end(), [](auto& a, auto& b) { return a.second.first > b.second.first; });
+      std::fprintf(stderr, "\n%-60s %10s %10s\n", "op and output shape (LOOM_PROFILE=shapes)", "calls", "ms");
+      for (size_t i = 0; i < std::min<size_t>(v.size(), 25); ++i)
+        std::fprintf(stderr, "%-60s %10lld %10.1f\n", v[i].first.c_str(), (long long)v[i].second.second,
+                     double(v[i].second.first) / 1e6);
+    }
     std::vector<int> order;
     int64_t total = 0;
     for (int i = 0; i < kNumOps; ++i)
@@ -112,11 +131,21 @@ void dispatch(Op op, std::span<const Tensor> in, std::span<Tensor> out, const Op
     fn(KernelArgs{in, out, attrs});
     g_profile.ns[int(op)] += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
     g_profile.calls[int(op)] += 1;
+    if (g_profile.shapes) {
+      int64_t dt = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+      std::string key = std::string(op_name(op)) + " " + (out.empty() ? std::string("-") : out[0].shape().str());
+      std::lock_guard<std::mutex> lk(g_profile.mu);
+      auto& e = g_profile.by_shape[key];
+      e.first += dt;
+      e.second += 1;
+    }
     return;
   }
   if (fn) return fn(KernelArgs{in, out, attrs});
   if (dev.is_cpu()) throw std::logic_error(std::string("no CPU kernel for ") + op_name(op));
   dispatch_on_host(op, in, out, attrs);
 }
+
+void reset_op_profile() { g_profile.reset(); }
 
 }  // namespace loom::runtime

@@ -65,6 +65,8 @@ inline void dispatch(Op op, std::initializer_list<Tensor> in, std::initializer_l
 void dispatch_on_host(Op op, std::span<const Tensor> in, std::span<Tensor> out, const OpAttrs& attrs);
 // How many times an op ran through the host fallback (tests assert on this).
 int64_t host_fallback_count(Op op);
+// Zeroes the LOOM_PROFILE counters (bench_train calls it after the warm-up steps).
+void reset_op_profile();
 
 void register_cpu_kernels(KernelTable& t);
 #ifdef LOOM_WITH_CUDA

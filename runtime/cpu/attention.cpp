@@ -23,12 +23,14 @@
 // query head h reads kv head h / (H / Hkv) (grouped-query attention).
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "runtime/cpu/attention_rows.h"
 #include "runtime/cpu/common.h"
 #include "runtime/cpu/vecmath.h"
 
@@ -516,13 +518,21 @@ void check_operands(Op op, std::span<const Tensor> in, size_t n_required, size_t
   }
 }
 
+// LOOM_ATTENTION=tiled sends every call to this file's kernels (tests and bench compare the two).
+bool tiled_only() {
+  const char* e = std::getenv("LOOM_ATTENTION");
+  return e && std::string(e) == "tiled";
+}
+
 void k_attention(const KernelArgs& a) {
   check_operands(Op::attention, a.in, 3, 3, a.out);
+  if (!tiled_only() && attention_forward_rows(a)) return;
   visit_float(Op::attention, a.in[0].dtype(), [&](auto z) { attention_forward<decltype(z)>(a); });
 }
 
 void k_attention_backward(const KernelArgs& a) {
   check_operands(Op::attention_backward, a.in, 6, 7, a.out);
+  if (!tiled_only() && attention_backward_rows(a)) return;
   visit_float(Op::attention_backward, a.in[0].dtype(), [&](auto z) { attention_backward<decltype(z)>(a); });
 }
 

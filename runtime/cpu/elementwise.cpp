@@ -159,7 +159,11 @@ template <class F> KernelFn unary_kernel() {
       T* po = static_cast<T*>(out.raw_data());
       T s = T(a.attrs.alpha);
       parallel_for(x.numel(), kGrain, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) po[i] = F{}(px[i], s);
+        if constexpr (std::is_same_v<T, float> && requires { F::vec(f32x8{}); }) {
+          for_blocks8(b, e, [&](int64_t i, int64_t n) { store8(po + i, F::vec(load8(px + i, n)), n); });
+        } else {
+          for (int64_t i = b; i < e; ++i) po[i] = F{}(px[i], s);
+        }
       });
     });
   };
@@ -171,12 +175,18 @@ struct AddScalarF { template <class T> T operator()(T x, T s) const { return x +
 struct MulScalarF { template <class T> T operator()(T x, T s) const { return x * s; } };
 struct PowScalarF { template <class T> T operator()(T x, T s) const { return s == T(2) ? x * x : std::pow(x, s); } };
 struct NegF { template <class T> T operator()(T x, T) const { return -x; } };
-struct ExpF { template <class T> T operator()(T x, T) const { return vexp(x); } };
+struct ExpF {
+  template <class T> T operator()(T x, T) const { return vexp(x); }
+  static f32x8 vec(f32x8 x) { return exp8(x); }
+};
 struct LogF { template <class T> T operator()(T x, T) const { return std::log(x); } };
 struct SqrtF { template <class T> T operator()(T x, T) const { return std::sqrt(x); } };
 struct RsqrtF { template <class T> T operator()(T x, T) const { return T(1) / std::sqrt(x); } };
 struct TanhF { template <class T> T operator()(T x, T) const { return std::tanh(x); } };
-struct SigmoidF { template <class T> T operator()(T x, T) const { return vsigmoid(x); } };
+struct SigmoidF {
+  template <class T> T operator()(T x, T) const { return vsigmoid(x); }
+  static f32x8 vec(f32x8 x) { return sigmoid8(x); }
+};
 struct ReluF { template <class T> T operator()(T x, T) const { return x > T(0) ? x : T(0); } };
 struct AbsF { template <class T> T operator()(T x, T) const { return std::abs(x); } };
 // gelu(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))  (Hendrycks & Gimpel, 2016)
@@ -185,11 +195,18 @@ struct GeluTanhF {
     T u = T(kSqrt2OverPi) * (x + T(0.044715) * x * x * x);
     return T(0.5) * x * (T(1) + vtanh(u));
   }
+  static f32x8 vec(f32x8 x) {
+    f32x8 u = float(kSqrt2OverPi) * (x + 0.044715f * x * x * x);
+    return 0.5f * x * (1.0f + tanh8(u));
+  }
 };
 struct GeluErfF {
   template <class T> T operator()(T x, T) const { return T(0.5) * x * (T(1) + std::erf(x * T(kInvSqrt2))); }
 };
-struct SiluF { template <class T> T operator()(T x, T) const { return x * vsigmoid(x); } };
+struct SiluF {
+  template <class T> T operator()(T x, T) const { return x * vsigmoid(x); }
+  static f32x8 vec(f32x8 x) { return x * sigmoid8(x); }
+};
 
 // Fused backward maps: gx = gy * f'(x).
 template <class F> KernelFn unary_backward_kernel() {
@@ -204,7 +221,13 @@ template <class F> KernelFn unary_backward_kernel() {
       const T* pg = static_cast<const T*>(gy.raw_data());
       T* po = static_cast<T*>(a.out[0].raw_data());
       parallel_for(x.numel(), kGrain, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) po[i] = pg[i] * F{}(px[i]);
+        if constexpr (std::is_same_v<T, float> && requires { F::vec(f32x8{}); }) {
+          for_blocks8(b, e, [&](int64_t i, int64_t n) {
+            store8(po + i, load8(pg + i, n) * F::vec(load8(px + i, n)), n);
+          });
+        } else {
+          for (int64_t i = b; i < e; ++i) po[i] = pg[i] * F{}(px[i]);
+        }
       });
     });
   };
@@ -216,6 +239,12 @@ struct GeluTanhGradF {
     T du = T(kSqrt2OverPi) * (T(1) + T(3 * 0.044715) * x * x);
     return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du;
   }
+  static f32x8 vec(f32x8 x) {
+    f32x8 u = float(kSqrt2OverPi) * (x + 0.044715f * x * x * x);
+    f32x8 t = tanh8(u);
+    f32x8 du = float(kSqrt2OverPi) * (1.0f + float(3 * 0.044715) * x * x);
+    return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du;
+  }
 };
 struct GeluErfGradF {
   template <class T> T operator()(T x) const {
@@ -226,6 +255,10 @@ struct SiluGradF {
   template <class T> T operator()(T x) const {
     T s = vsigmoid(x);
     return s * (T(1) + x * (T(1) - s));
+  }
+  static f32x8 vec(f32x8 x) {
+    f32x8 s = sigmoid8(x);
+    return s * (1.0f + x * (1.0f - s));
   }
 };
 
@@ -241,7 +274,14 @@ void k_swiglu(const KernelArgs& a) {
     const T* pu = static_cast<const T*>(u.raw_data());
     T* po = static_cast<T*>(a.out[0].raw_data());
     parallel_for(g.numel(), kGrain, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) po[i] = pg[i] * vsigmoid(pg[i]) * pu[i];
+      if constexpr (std::is_same_v<T, float>) {
+        for_blocks8(b, e, [&](int64_t i, int64_t n) {
+          f32x8 x = load8(pg + i, n);
+          store8(po + i, x * sigmoid8(x) * load8(pu + i, n), n);
+        });
+      } else {
+        for (int64_t i = b; i < e; ++i) po[i] = pg[i] * vsigmoid(pg[i]) * pu[i];
+      }
     });
   });
 }
@@ -261,10 +301,18 @@ void k_swiglu_backward(const KernelArgs& a) {
     T* pgg = static_cast<T*>(a.out[0].raw_data());
     T* pgu = static_cast<T*>(a.out[1].raw_data());
     parallel_for(g.numel(), kGrain, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        T x = pg[i], s = vsigmoid(x);
-        pgu[i] = pgo[i] * x * s;
-        pgg[i] = pgo[i] * pu[i] * s * (T(1) + x * (T(1) - s));
+      if constexpr (std::is_same_v<T, float>) {
+        for_blocks8(b, e, [&](int64_t i, int64_t n) {
+          f32x8 x = load8(pg + i, n), s = sigmoid8(x), go = load8(pgo + i, n);
+          store8(pgu + i, go * x * s, n);
+          store8(pgg + i, go * load8(pu + i, n) * s * (1.0f + x * (1.0f - s)), n);
+        });
+      } else {
+        for (int64_t i = b; i < e; ++i) {
+          T x = pg[i], s = vsigmoid(x);
+          pgu[i] = pgo[i] * x * s;
+          pgg[i] = pgo[i] * pu[i] * s * (T(1) + x * (T(1) - s));
+        }
       }
     });
   });

@@ -102,12 +102,27 @@ void k_cross_entropy(const KernelArgs& a) {
     parallel_for(N, std::max<int64_t>(1, 2048 / std::max<int64_t>(V, 1)), [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
         const T* xr = px + r * V;
-        T m = xr[0];
-        for (int64_t j = 1; j < V; ++j) m = std::max(m, xr[j]);
         double s = 0, sx = 0;
-        for (int64_t j = 0; j < V; ++j) {
-          s += double(vexp(xr[j] - m));
-          sx += double(xr[j]);
+        T m;
+        if constexpr (std::is_same_v<T, float>) {  // 8 lanes, sums in f64 lanes
+          f32x8 mv = splat8(-INFINITY);
+          for_blocks8(0, V, [&](int64_t j, int64_t n) { mv = vmax8(mv, load8(xr + j, n, -INFINITY)); });
+          m = hmax8(mv);
+          f64x4 s0{}, s1{}, x0{}, x1{};
+          for_blocks8(0, V, [&](int64_t j, int64_t n) {
+            f32x8 x = load8(xr + j, n, -INFINITY);
+            acc_f64(s0, s1, exp8(x - m));
+            if (eps != 0) acc_f64(x0, x1, load8(xr + j, n));
+          });
+          s = hsum_f64(s0, s1);
+          sx = hsum_f64(x0, x1);
+        } else {
+          m = xr[0];
+          for (int64_t j = 1; j < V; ++j) m = std::max(m, xr[j]);
+          for (int64_t j = 0; j < V; ++j) {
+            s += double(vexp(xr[j] - m));
+            sx += double(xr[j]);
+          }
         }
         double lse = double(m) + std::log(s);
         plse[r] = T(lse);
@@ -148,7 +163,13 @@ void k_cross_entropy_backward(const KernelArgs& a) {
         }
         const T* xr = px + r * V;
         T g = pg[r], l = pl[r], smooth = T(eps / double(V));
-        for (int64_t j = 0; j < V; ++j) orow[j] = g * (vexp(xr[j] - l) - smooth);
+        if constexpr (std::is_same_v<T, float>) {
+          for_blocks8(0, V, [&](int64_t j, int64_t n) {
+            store8(orow + j, g * (exp8(load8(xr + j, n) - l) - smooth), n);
+          });
+        } else {
+          for (int64_t j = 0; j < V; ++j) orow[j] = g * (vexp(xr[j] - l) - smooth);
+        }
         orow[t] -= g * T(1 - eps);
       }
     });
@@ -239,10 +260,20 @@ void k_layer_norm(const KernelArgs& a) {
     parallel_for(R, std::max<int64_t>(1, 4096 / std::max<int64_t>(C, 1)), [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
         const T* xr = px + r * C;
-        double s = 0;
-        for (int64_t c = 0; c < C; ++c) s += double(xr[c]);
-        double mean = s / double(C), v = 0;
-        for (int64_t c = 0; c < C; ++c) v += (double(xr[c]) - mean) * (double(xr[c]) - mean);
+        double mean, v = 0;
+        if constexpr (std::is_same_v<T, float>) {
+          mean = sum8_f64(C, [&](int64_t c, int64_t m) { return load8(xr + c, m); }) / double(C);
+          const float mf = float(mean);
+          v = sum8_f64(C, [&](int64_t c, int64_t m) {
+            f32x8 d = load8(xr + c, m, mf) - mf;  // padding lanes give 0
+            return d * d;
+          });
+        } else {
+          double s = 0;
+          for (int64_t c = 0; c < C; ++c) s += double(xr[c]);
+          mean = s / double(C);
+          for (int64_t c = 0; c < C; ++c) v += (double(xr[c]) - mean) * (double(xr[c]) - mean);
+        }
         double rstd = 1.0 / std::sqrt(v / double(C) + eps);
         pm[r] = T(mean);
         pr[r] = T(rstd);
@@ -277,11 +308,18 @@ void k_layer_norm_backward(const KernelArgs& a) {
         const T* xr = px + r * C;
         const T* gr = pg + r * C;
         double sg = 0, sgx = 0;
-        for (int64_t c = 0; c < C; ++c) {
-          double g = double(gr[c]) * (pw ? double(pw[c]) : 1.0);
-          double xh = (double(xr[c]) - double(pm[r])) * double(pr[r]);
-          sg += g;
-          sgx += g * xh;
+        if constexpr (std::is_same_v<T, float>) {
+          const float mu = pm[r], rs = pr[r];
+          auto g8 = [&](int64_t c, int64_t m) { return pw ? load8(gr + c, m) * load8(pw + c, m) : load8(gr + c, m); };
+          sg = sum8_f64(C, g8);
+          sgx = sum8_f64(C, [&](int64_t c, int64_t m) { return g8(c, m) * ((load8(xr + c, m, mu) - mu) * rs); });
+        } else {
+          for (int64_t c = 0; c < C; ++c) {
+            double g = double(gr[c]) * (pw ? double(pw[c]) : 1.0);
+            double xh = (double(xr[c]) - double(pm[r])) * double(pr[r]);
+            sg += g;
+            sgx += g * xh;
+          }
         }
         sg /= double(C);
         sgx /= double(C);
@@ -332,7 +370,14 @@ void k_rms_norm(const KernelArgs& a) {
       for (int64_t r = b; r < e; ++r) {
         const T* xr = px + r * C;
         double ss = 0;
-        for (int64_t c = 0; c < C; ++c) ss += double(xr[c]) * double(xr[c]);
+        if constexpr (std::is_same_v<T, float>) {
+          ss = sum8_f64(C, [&](int64_t c, int64_t m) {
+            f32x8 x = load8(xr + c, m);
+            return x * x;
+          });
+        } else {
+          for (int64_t c = 0; c < C; ++c) ss += double(xr[c]) * double(xr[c]);
+        }
         T rstd = T(1.0 / std::sqrt(ss / double(C) + eps));
         pr[r] = rstd;
         T* yr = py + r * C;
@@ -361,7 +406,14 @@ void k_rms_norm_backward(const KernelArgs& a) {
         const T* xr = px + r * C;
         const T* gr = pg + r * C;
         double rs = double(pr[r]), sgx = 0;
-        for (int64_t c = 0; c < C; ++c) sgx += double(gr[c]) * (pw ? double(pw[c]) : 1.0) * double(xr[c]) * rs;
+        if constexpr (std::is_same_v<T, float>) {
+          sgx = rs * sum8_f64(C, [&](int64_t c, int64_t m) {
+            f32x8 g = pw ? load8(gr + c, m) * load8(pw + c, m) : load8(gr + c, m);
+            return g * load8(xr + c, m);
+          });
+        } else {
+          for (int64_t c = 0; c < C; ++c) sgx += double(gr[c]) * (pw ? double(pw[c]) : 1.0) * double(xr[c]) * rs;
+        }
         sgx /= double(C);
         T* out = pgx + r * C;
         for (int64_t c = 0; c < C; ++c) {
@@ -396,26 +448,46 @@ void k_rope(const KernelArgs& a) {
   const int64_t* pp = pos.data<int64_t>();
   std::vector<double> inv_freq(static_cast<size_t>(half));
   for (int64_t i = 0; i < half; ++i) inv_freq[size_t(i)] = 1.0 / std::pow(theta, double(2 * i) / double(D));
+  // The batch repeats positions (every row of a training batch holds 0..T-1): when they are all
+  // in [0, B * T), the angles are tabulated once per position instead of once per token.
+  int64_t pmin = 0, pmax = -1;
+  for (int64_t i = 0; i < B * T_; ++i) {
+    pmin = std::min(pmin, pp[i]);
+    pmax = std::max(pmax, pp[i]);
+  }
+  const bool table = pmin >= 0 && pmax < B * T_;
   visit_float(Op::rope, x.dtype(), [&](auto z) {
     using T = decltype(z);
     const T* px = static_cast<const T*>(x.raw_data());
     T* py = static_cast<T*>(a.out[0].raw_data());
+    auto angles = [&](double p, T* cs, T* sn) {
+      for (int64_t i = 0; i < half; ++i) {
+        double ang = p * inv_freq[size_t(i)];
+        cs[i] = T(std::cos(ang));
+        sn[i] = T(sign * std::sin(ang));
+      }
+    };
+    std::vector<T> tab_cos, tab_sin;  // [pmax + 1, half]
+    if (table) {
+      tab_cos.resize(size_t((pmax + 1) * half));
+      tab_sin.resize(tab_cos.size());
+      parallel_for(pmax + 1, 16, [&](int64_t b, int64_t e) {
+        for (int64_t p = b; p < e; ++p) angles(double(p), tab_cos.data() + p * half, tab_sin.data() + p * half);
+      });
+    }
     parallel_for(B * T_, 4, [&](int64_t b, int64_t e) {
-      std::vector<T> cs(static_cast<size_t>(half)), sn(static_cast<size_t>(half));
+      std::vector<T> own_cs(table ? 0 : size_t(half)), own_sn(own_cs.size());
       for (int64_t bt = b; bt < e; ++bt) {
-        double p = double(pp[bt]);
-        for (int64_t i = 0; i < half; ++i) {
-          double ang = p * inv_freq[size_t(i)];
-          cs[size_t(i)] = T(std::cos(ang));
-          sn[size_t(i)] = T(sign * std::sin(ang));
-        }
+        const T* cs = table ? tab_cos.data() + pp[bt] * half : own_cs.data();
+        const T* sn = table ? tab_sin.data() + pp[bt] * half : own_sn.data();
+        if (!table) angles(double(pp[bt]), own_cs.data(), own_sn.data());
         for (int64_t h = 0; h < H; ++h) {
           const T* xr = px + (bt * H + h) * D;
           T* yr = py + (bt * H + h) * D;
           for (int64_t i = 0; i < half; ++i) {
             T x1 = xr[i], x2 = xr[i + half];
-            yr[i] = x1 * cs[size_t(i)] - x2 * sn[size_t(i)];
-            yr[i + half] = x2 * cs[size_t(i)] + x1 * sn[size_t(i)];
+            yr[i] = x1 * cs[i] - x2 * sn[i];
+            yr[i + half] = x2 * cs[i] + x1 * sn[i];
           }
           if (D % 2) yr[D - 1] = xr[D - 1];
         }

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "models/transformer.h"
+#include "runtime/rng.h"
 #include "tests/runtime/gradcheck.h"
 
 using namespace loom::runtime;
@@ -71,6 +72,19 @@ TEST(Transformer, InitIsAPureFunctionOfSeedNameShape) {
             d.param("model.layers.1.mlp.up_proj.weight").to_vector<float>());
   EXPECT_NE(a.param("model.layers.0.mlp.up_proj.weight").to_vector<float>(),
             a.param("model.layers.1.mlp.up_proj.weight").to_vector<float>());
+}
+
+// init_normal writes dtype(std * n) in one kernel; the values are those of the f64 draw scaled and
+// cast (how it was first written), so checkpoints and recorded losses stay valid.
+TEST(Transformer, InitNormalEqualsScaledF64DrawCast) {
+  using loom::models::init_normal;
+  for (DType dt : {DType::f32, DType::f64, DType::bf16}) {
+    Tensor direct = init_normal(42, "model.layers.0.mlp.up_proj.weight", {33, 17}, 0.02, dt);
+    Tensor ref = mul_scalar(Tensor::randn({33, 17}, mix64(42) ^ hash_string("model.layers.0.mlp.up_proj.weight"),
+                                          DType::f64), 0.02).to(dt);
+    ASSERT_EQ(direct.dtype(), dt);
+    EXPECT_EQ(direct.to(DType::f64).to_vector<double>(), ref.to(DType::f64).to_vector<double>());
+  }
 }
 
 TEST(Transformer, ForwardShapesAndInvalidConfig) {

@@ -1,0 +1,262 @@
+// cpu/attention_rows.cpp: scaled-dot-product attention by blocks of query rows, every inner
+// product one GEMM call (cpu/gemm.h), for the common training case: causal or full visibility,
+// no mask and no segments. cpu/attention.cpp's tiled kernel (FlashAttention-2 tiles of 64 x 64
+// with hand-written tile products) keeps every other case; both compute
+//
+//   s_ij = scale * q_i . k_j  for visible (i, j),  lse_i = log sum_j exp(s_ij),
+//   out_i = sum_j exp(s_ij - lse_i) v_j.
+//
+// Why rows: at the training shapes (T = 64..256, D = 32..64) the tiled kernel ran its tile
+// products at about 12 GFLOP/s, while a query block of BQ rows against all of its visible keys
+// at once is a [BQ, D] x [D, kend] GEMM that the BLAS runs near its peak. The score block
+// [BQ, kend] lives in a per-thread buffer (BQ * Tk floats), never a [T, T] tensor; with the
+// whole visible row present the softmax needs no online rescaling. Causal visibility is
+// "j <= i + q_offset - k_offset", so a block needs keys [0, kend) with kend set by its last row;
+// entries past a row's own limit are zeroed after the product.
+//
+// Backward, per (b, kv head): for each query head of the group and each query block,
+//   P = exp(S - lse),  dP = gout V^T,  dS = P * (dP - D_i),  D_i = rowsum(gout_i * out_i) - glse_i,
+//   dV += P^T gout,  dK += scale dS^T Q,  dQ = scale dS K       (Dao 2023, Alg. 2, untiled).
+// Five GEMMs and no recomputation; one work item owns its rows of gk and gv, and the blocks
+// run in a fixed order, so the result does not depend on the thread count.
+//
+// Layout: q [B, Tq, H, D], k/v [B, Tk, Hkv, D] contiguous (head rows strided by H * D or
+// Hkv * D: the GEMMs read them in place), out like q, lse [B, H, Tq].
+#include "runtime/cpu/attention_rows.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "runtime/cpu/common.h"
+#include "runtime/cpu/gemm.h"
+#include "runtime/cpu/vecmath.h"
+
+namespace loom::runtime::cpu {
+namespace {
+
+constexpr int64_t kBlockQ = 32;          // query rows per GEMM block (BQ)
+constexpr int64_t kMaxKeys = 16384;      // longer key ranges use the tiled kernel (buffer size)
+
+// Which keys row i of the queries sees: [0, limit(i)).
+struct RowLimits {
+  bool causal;
+  int64_t shift, Tk;  // shift = q_offset - k_offset
+  int64_t limit(int64_t i) const {
+    if (!causal) return Tk;
+    return std::clamp<int64_t>(i + shift + 1, 0, Tk);
+  }
+};
+
+// p[c] = exp(s[c] - sub) for c < n, float through the 8-lane exp.
+template <class T> void exp_row(T* s, int64_t n, T sub) {
+  if constexpr (std::is_same_v<T, float>) {
+    for_blocks8(0, n, [&](int64_t c, int64_t m) { store8(s + c, exp8(load8(s + c, m) - sub), m); });
+  } else {
+    for (int64_t c = 0; c < n; ++c) s[c] = std::exp(s[c] - sub);
+  }
+}
+
+template <class T> T max_row(const T* s, int64_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    f32x8 mv = splat8(-INFINITY);
+    for_blocks8(0, n, [&](int64_t c, int64_t m) { mv = vmax8(mv, load8(s + c, m, -INFINITY)); });
+    return hmax8(mv);
+  } else {
+    T m = -std::numeric_limits<T>::infinity();
+    for (int64_t c = 0; c < n; ++c) m = std::max(m, s[c]);
+    return m;
+  }
+}
+
+template <class T> double sum_row(const T* s, int64_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    f64x4 lo{}, hi{};
+    for_blocks8(0, n, [&](int64_t c, int64_t m) { acc_f64(lo, hi, load8(s + c, m)); });
+    return hsum_f64(lo, hi);
+  } else {
+    double t = 0;
+    for (int64_t c = 0; c < n; ++c) t += s[c];
+    return t;
+  }
+}
+
+bool eligible(const KernelArgs& a, size_t first_mask, int64_t Tk) {
+  for (size_t i = first_mask; i < a.in.size(); ++i)
+    if (a.in[i].defined()) return false;
+  return Tk <= kMaxKeys;
+}
+
+// ---- forward -------------------------------------------------------------------------------
+template <class T> void forward(const KernelArgs& a) {
+  const Tensor &q = a.in[0], &k = a.in[1], &v = a.in[2];
+  Tensor &out = a.out[0], &lse = a.out[1];
+  const int64_t B = q.size(0), Tq = q.size(1), H = q.size(2), D = q.size(3);
+  const int64_t Tk = k.size(1), Hkv = k.size(2), group = H / Hkv;
+  const RowLimits lim{a.attrs.causal, a.attrs.q_offset - a.attrs.k_offset, Tk};
+  const T* pq = q.data<T>();
+  const T* pk = k.data<T>();
+  const T* pv = v.data<T>();
+  T* po = out.data<T>();
+  T* pl = lse.data<T>();
+  const T scale = T(a.attrs.scale);
+  const int64_t nqb = (Tq + kBlockQ - 1) / kBlockQ, qs = H * D, ks = Hkv * D;
+
+  parallel_for(B * H * nqb, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> S(size_t(kBlockQ * std::max<int64_t>(Tk, 1)));
+    std::vector<double> l(kBlockQ);
+    std::vector<T> m(kBlockQ);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t qb = item % nqb, h = (item / nqb) % H, b = item / (nqb * H), hk = h / group;
+      const int64_t i0 = qb * kBlockQ, rows = std::min(Tq, i0 + kBlockQ) - i0;
+      const int64_t kend = lim.limit(i0 + rows - 1);  // the block's last row sees the most keys
+      const T* qrow = pq + ((b * Tq + i0) * H + h) * D;
+      const T* krow = pk + (b * Tk * Hkv + hk) * D;
+      const T* vrow = pv + (b * Tk * Hkv + hk) * D;
+      T* orow = po + ((b * Tq + i0) * H + h) * D;
+      T* lrow = pl + (b * H + h) * Tq + i0;
+      if (kend == 0) {  // no row of the block sees a key
+        for (int64_t r = 0; r < rows; ++r) {
+          std::fill(orow + r * qs, orow + r * qs + D, T(0));
+          lrow[r] = -std::numeric_limits<T>::infinity();
+        }
+        continue;
+      }
+      const int64_t ld = kend;
+      gemm(false, true, rows, kend, D, scale, qrow, qs, krow, ks, T(0), S.data(), ld);  // S = scale Q K^T
+      for (int64_t r = 0; r < rows; ++r) {
+        T* s = S.data() + r * ld;
+        const int64_t n = lim.limit(i0 + r);
+        std::fill(s + n, s + kend, T(0));
+        if (n == 0) {
+          m[r] = -std::numeric_limits<T>::infinity();
+          l[r] = 0;
+          continue;
+        }
+        m[r] = max_row(s, n);
+        exp_row(s, n, m[r]);
+        l[r] = sum_row(s, n);
+      }
+      gemm(false, false, rows, D, kend, T(1), S.data(), ld, vrow, ks, T(0), orow, qs);  // out = P V
+      for (int64_t r = 0; r < rows; ++r) {
+        T* o = orow + r * qs;
+        if (l[r] == 0) {  // the row sees no key
+          std::fill(o, o + D, T(0));
+          lrow[r] = -std::numeric_limits<T>::infinity();
+          continue;
+        }
+        const T inv = T(1.0 / l[r]);
+        for (int64_t d = 0; d < D; ++d) o[d] *= inv;
+        lrow[r] = T(double(m[r]) + std::log(l[r]));
+      }
+    }
+  });
+}
+
+// ---- backward ------------------------------------------------------------------------------
+template <class T> void backward(const KernelArgs& a) {
+  const Tensor &q = a.in[0], &k = a.in[1], &v = a.in[2], &out = a.in[3], &lse = a.in[4], &gout = a.in[5];
+  const Tensor glse = a.in.size() > 6 ? a.in[6] : Tensor();
+  Tensor &gq = a.out[0], &gk = a.out[1], &gv = a.out[2];
+  const int64_t B = q.size(0), Tq = q.size(1), H = q.size(2), D = q.size(3);
+  const int64_t Tk = k.size(1), Hkv = k.size(2), group = H / Hkv;
+  const RowLimits lim{a.attrs.causal, a.attrs.q_offset - a.attrs.k_offset, Tk};
+  const T* pq = q.data<T>();
+  const T* pk = k.data<T>();
+  const T* pv = v.data<T>();
+  const T* po = out.data<T>();
+  const T* pl = lse.data<T>();
+  const T* pgo = gout.data<T>();
+  const T* pgl = glse.defined() ? glse.data<T>() : nullptr;
+  T* pgq = gq.data<T>();
+  T* pgk = gk.data<T>();
+  T* pgv = gv.data<T>();
+  const T scale = T(a.attrs.scale);
+  const int64_t nqb = (Tq + kBlockQ - 1) / kBlockQ, qs = H * D, ks = Hkv * D;
+
+  parallel_for(B * Hkv, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> P(size_t(kBlockQ * std::max<int64_t>(Tk, 1))), dS(P.size());
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t hk = item % Hkv, b = item / Hkv;
+      const T* krow = pk + (b * Tk * Hkv + hk) * D;
+      const T* vrow = pv + (b * Tk * Hkv + hk) * D;
+      T* gkrow = pgk + (b * Tk * Hkv + hk) * D;
+      T* gvrow = pgv + (b * Tk * Hkv + hk) * D;
+      for (int64_t j = 0; j < Tk; ++j) {
+        std::fill(gkrow + j * ks, gkrow + j * ks + D, T(0));
+        std::fill(gvrow + j * ks, gvrow + j * ks + D, T(0));
+      }
+      for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
+        for (int64_t qb = 0; qb < nqb; ++qb) {
+          const int64_t i0 = qb * kBlockQ, rows = std::min(Tq, i0 + kBlockQ) - i0;
+          const int64_t kend = lim.limit(i0 + rows - 1);
+          const int64_t row0 = (b * Tq + i0) * H + h;  // row index of (b, i0, h) in [B * Tq * H]
+          const T* qrow = pq + row0 * D;
+          const T* gorow = pgo + row0 * D;
+          T* gqrow = pgq + row0 * D;
+          if (kend == 0) {
+            for (int64_t r = 0; r < rows; ++r) std::fill(gqrow + r * qs, gqrow + r * qs + D, T(0));
+            continue;
+          }
+          const int64_t ld = kend;
+          gemm(false, true, rows, kend, D, scale, qrow, qs, krow, ks, T(0), P.data(), ld);     // S
+          gemm(false, true, rows, kend, D, T(1), gorow, qs, vrow, ks, T(0), dS.data(), ld);    // dP
+          for (int64_t r = 0; r < rows; ++r) {
+            T* p = P.data() + r * ld;
+            T* ds = dS.data() + r * ld;
+            const int64_t n = lim.limit(i0 + r);
+            const T L = pl[(b * H + h) * Tq + i0 + r];
+            if (n == 0 || std::isinf(L)) {  // lse = -inf: the row saw no key
+              std::fill(p, p + kend, T(0));
+              std::fill(ds, ds + kend, T(0));
+              continue;
+            }
+            const T* o = po + (row0 + r * H) * D;
+            const T* g = gorow + r * qs;
+            double dsum = 0;
+            for (int64_t d = 0; d < D; ++d) dsum += double(g[d]) * double(o[d]);
+            const T Di = T(dsum - (pgl ? double(pgl[(b * H + h) * Tq + i0 + r]) : 0.0));
+            exp_row(p, n, L);
+            if constexpr (std::is_same_v<T, float>) {
+              for_blocks8(0, n, [&](int64_t c, int64_t m) {
+                store8(ds + c, load8(p + c, m) * (load8(ds + c, m) - Di), m);
+              });
+            } else {
+              for (int64_t c = 0; c < n; ++c) ds[c] = p[c] * (ds[c] - Di);
+            }
+            std::fill(p + n, p + kend, T(0));
+            std::fill(ds + n, ds + kend, T(0));
+          }
+          gemm(true, false, kend, D, rows, T(1), P.data(), ld, gorow, qs, T(1), gvrow, ks);    // dV += P^T gout
+          gemm(true, false, kend, D, rows, scale, dS.data(), ld, qrow, qs, T(1), gkrow, ks);   // dK += s dS^T Q
+          gemm(false, false, rows, D, kend, scale, dS.data(), ld, krow, ks, T(0), gqrow, qs);  // dQ = s dS K
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+bool attention_forward_rows(const KernelArgs& a) {
+  if (!eligible(a, 3, a.in[1].size(1))) return false;
+  if (a.in[0].numel() == 0) return true;
+  visit_float(Op::attention, a.in[0].dtype(), [&](auto z) { forward<decltype(z)>(a); });
+  return true;
+}
+
+bool attention_backward_rows(const KernelArgs& a) {
+  if (!eligible(a, 7, a.in[1].size(1))) return false;
+  visit_float(Op::attention_backward, a.in[0].dtype(), [&](auto z) {
+    using T = decltype(z);
+    if (a.in[0].numel() == 0) {  // no queries: gk = gv = 0
+      for (int i = 1; i < 3; ++i) std::fill(a.out[i].data<T>(), a.out[i].data<T>() + a.out[i].numel(), T(0));
+      return;
+    }
+    backward<T>(a);
+  });
+  return true;
+}
+
+}  // namespace loom::runtime::cpu
