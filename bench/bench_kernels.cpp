@@ -90,16 +90,20 @@ int main(int argc, char** argv) {
       std::printf("%-34s %10.1f GB/s   (%5.1f%% of triad, incl. fwd)\n", "rms_norm [4096, 1024] fwd+bwd",
                   (bytes + bbytes) / tb / 1e9, 100 * (bytes + bbytes) / tb / 1e9 / peak_bw);
     }
-    // Causal attention, B=4, T=512, H=8, D=64: 4 B H T^2 D flops for QK^T and PV, halved by causality.
-    const int64_t B = 4, T = quick ? 256 : 512, H = 8, D = 64;
-    Tensor q = Tensor::randn({B, T, H, D}, 5), k = Tensor::randn({B, T, H, D}, 6), v = Tensor::randn({B, T, H, D}, 7);
-    AttentionMask m;
-    m.causal = true;
-    double flops = 4.0 * B * H * double(T) * T * D / 2;
-    double ta = best_seconds(5, [&] { attention(q, k, v, m); });
-    std::printf("attention B%lld T%lld H%lld D%lld causal fwd  %10.1f GFLOP/s (%5.1f%% of GEMM peak)\n",
-                (long long)B, (long long)T, (long long)H, (long long)D, flops / ta / 1e9, 100 * flops / ta / 1e9 / gemm_peak);
-    {
+    // Causal attention at a long shape and at bench_train's shapes (llama tiny and small, GPT-2
+    // 124M): 4 B H T^2 D flops for QK^T and PV, halved by causality; backward is 2.5x forward.
+    struct AttnShape { int64_t B, T, H, D; };
+    std::vector<AttnShape> shapes = {{4, quick ? 256 : 512, 8, 64}, {16, 128, 4, 32}, {8, 256, 8, 32}, {4, 64, 12, 64}};
+    for (const AttnShape& s : shapes) {
+      const int64_t B = s.B, T = s.T, H = s.H, D = s.D;
+      Tensor q = Tensor::randn({B, T, H, D}, 5), k = Tensor::randn({B, T, H, D}, 6), v = Tensor::randn({B, T, H, D}, 7);
+      AttentionMask m;
+      m.causal = true;
+      double flops = 4.0 * B * H * double(T) * T * D / 2;
+      double ta = best_seconds(5, [&] { attention(q, k, v, m); });
+      std::printf("attention B%lld T%lld H%lld D%lld causal fwd  %10.1f GFLOP/s (%5.1f%% of GEMM peak)\n",
+                  (long long)B, (long long)T, (long long)H, (long long)D, flops / ta / 1e9,
+                  100 * flops / ta / 1e9 / gemm_peak);
       GradModeGuard g(true);
       Tensor qg = q.clone(), kg = k.clone(), vg = v.clone();
       for (Tensor* t : {&qg, &kg, &vg}) t->set_requires_grad(true);

@@ -1,23 +1,25 @@
-// cpu/attention_rows.cpp: scaled-dot-product attention by blocks of query rows, every inner
-// product one GEMM call (cpu/gemm.h), for the common training case: causal or full visibility,
-// no mask and no segments. cpu/attention.cpp's tiled kernel (FlashAttention-2 tiles of 64 x 64
-// with hand-written tile products) keeps every other case; both compute
+// cpu/attention_rows.cpp: scaled-dot-product attention by blocks of query rows, for the common
+// training case: causal or full visibility, no mask and no segments. cpu/attention.cpp's tiled
+// kernel (FlashAttention-2 tiles of 64 x 64 with an online softmax) keeps every other case;
+// both compute
 //
 //   s_ij = scale * q_i . k_j  for visible (i, j),  lse_i = log sum_j exp(s_ij),
 //   out_i = sum_j exp(s_ij - lse_i) v_j.
 //
-// Why rows: at the training shapes (T = 64..256, D = 32..64) the tiled kernel ran its tile
-// products at about 12 GFLOP/s, while a query block of BQ rows against all of its visible keys
-// at once is a [BQ, D] x [D, kend] GEMM that the BLAS runs near its peak. The score block
-// [BQ, kend] lives in a per-thread buffer (BQ * Tk floats), never a [T, T] tensor; with the
-// whole visible row present the softmax needs no online rescaling. Causal visibility is
-// "j <= i + q_offset - k_offset", so a block needs keys [0, kend) with kend set by its last row;
-// entries past a row's own limit are zeroed after the product.
+// Why rows: a query block of BQ rows against all of its visible keys at once is a
+// [BQ, D] x [D, kend] product whose score block [BQ, kend] lives in a per-thread buffer
+// (BQ * Tk floats), never a [T, T] tensor; with the whole visible row present the softmax needs
+// no online rescaling. Causal visibility is "j <= i + q_offset - k_offset", so a block needs
+// keys [0, kend) with kend set by its last row; entries past a row's own limit are zeroed.
+//
+// The products are register-tiled (cpu/small_gemm.h): at T = 64..256, D = 32..64 a BLAS call
+// re-packed both operands every time and the whole op ran at 4-6 GFLOP/s. K^T (and V^T for
+// backward) is packed once per (b, kv head) into zero-padded rows of 16-column multiples.
 //
 // Backward, per (b, kv head): for each query head of the group and each query block,
 //   P = exp(S - lse),  dP = gout V^T,  dS = P * (dP - D_i),  D_i = rowsum(gout_i * out_i) - glse_i,
 //   dV += P^T gout,  dK += scale dS^T Q,  dQ = scale dS K       (Dao 2023, Alg. 2, untiled).
-// Five GEMMs and no recomputation; one work item owns its rows of gk and gv, and the blocks
+// Five products and no recomputation; one work item owns its rows of gk and gv, and the blocks
 // run in a fixed order, so the result does not depend on the thread count.
 //
 // Layout: q [B, Tq, H, D], k/v [B, Tk, Hkv, D] contiguous (head rows strided by H * D or
@@ -30,7 +32,7 @@
 #include <vector>
 
 #include "runtime/cpu/common.h"
-#include "runtime/cpu/gemm.h"
+#include "runtime/cpu/small_gemm.h"
 #include "runtime/cpu/vecmath.h"
 
 namespace loom::runtime::cpu {
@@ -38,6 +40,9 @@ namespace {
 
 constexpr int64_t kBlockQ = 32;          // query rows per GEMM block (BQ)
 constexpr int64_t kMaxKeys = 16384;      // longer key ranges use the tiled kernel (buffer size)
+constexpr int64_t kPad = 16;             // score rows are computed in whole 16-column tiles
+
+int64_t round_up(int64_t n, int64_t to) { return (n + to - 1) / to * to; }
 
 // Which keys row i of the queries sees: [0, limit(i)).
 struct RowLimits {
@@ -82,11 +87,57 @@ template <class T> double sum_row(const T* s, int64_t n) {
   }
 }
 
+// sum_d x[d] y[d] with f64 products and sums (the softmax-backward row term D_i).
+template <class T> double dot_f64(const T* x, const T* y, int64_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    f64x4 lo{}, hi{};
+    int64_t d = 0;
+    for (; d + 8 <= n; d += 8) {
+      f32x8 a = load8(x + d), b = load8(y + d);
+      f32x4 a0 = {a[0], a[1], a[2], a[3]}, a1 = {a[4], a[5], a[6], a[7]};
+      f32x4 b0 = {b[0], b[1], b[2], b[3]}, b1 = {b[4], b[5], b[6], b[7]};
+      lo += __builtin_convertvector(a0, f64x4) * __builtin_convertvector(b0, f64x4);
+      hi += __builtin_convertvector(a1, f64x4) * __builtin_convertvector(b1, f64x4);
+    }
+    double t = hsum_f64(lo, hi);
+    for (; d < n; ++d) t += double(x[d]) * double(y[d]);
+    return t;
+  } else {
+    double t = 0;
+    for (int64_t d = 0; d < n; ++d) t += x[d] * y[d];
+    return t;
+  }
+}
+
 bool eligible(const KernelArgs& a, size_t first_mask, int64_t Tk) {
   for (size_t i = first_mask; i < a.in.size(); ++i)
     if (a.in[i].defined()) return false;
   return Tk <= kMaxKeys;
 }
+
+// K^T (or V^T) of one (b, kv head), packed [D][ld] with ld a multiple of 16 and zero columns
+// past Tk, so score rows are computed in whole vectors. Filled lazily: columns [0, upto).
+template <class T> struct PackedKeysT {
+  std::vector<T> data;
+  int64_t ld = 0, upto = 0, owner = -1;
+  void reset(int64_t D, int64_t Tk, int64_t owner_id) {
+    ld = round_up(std::max<int64_t>(Tk, 1), kPad);
+    if (int64_t(data.size()) < D * ld) data.assign(size_t(D * ld), T(0));
+    std::fill(data.begin(), data.begin() + D * ld, T(0));
+    upto = 0;
+    owner = owner_id;
+  }
+  // Makes columns [0, n) available from rows src + j * stride (j < n).
+  // d outer: the writes are contiguous and the n source rows stay in L1 between passes.
+  void extend(const T* src, int64_t stride, int64_t D, int64_t n) {
+    if (n <= upto) return;
+    for (int64_t d = 0; d < D; ++d) {
+      T* dst = data.data() + d * ld;
+      for (int64_t j = upto; j < n; ++j) dst[j] = src[j * stride + d];
+    }
+    upto = n;
+  }
+};
 
 // ---- forward -------------------------------------------------------------------------------
 template <class T> void forward(const KernelArgs& a) {
@@ -103,8 +154,10 @@ template <class T> void forward(const KernelArgs& a) {
   const T scale = T(a.attrs.scale);
   const int64_t nqb = (Tq + kBlockQ - 1) / kBlockQ, qs = H * D, ks = Hkv * D;
 
+  // Items run query blocks of one (b, h) in order, so a thread's packed K^T grows with kend.
   parallel_for(B * H * nqb, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> S(size_t(kBlockQ * std::max<int64_t>(Tk, 1)));
+    PackedKeysT<T> kt;
+    std::vector<T> S(size_t(kBlockQ * round_up(std::max<int64_t>(Tk, 1), kPad)));
     std::vector<double> l(kBlockQ);
     std::vector<T> m(kBlockQ);
     for (int64_t item = begin; item < end; ++item) {
@@ -123,8 +176,10 @@ template <class T> void forward(const KernelArgs& a) {
         }
         continue;
       }
-      const int64_t ld = kend;
-      gemm(false, true, rows, kend, D, scale, qrow, qs, krow, ks, T(0), S.data(), ld);  // S = scale Q K^T
+      if (kt.owner != b * Hkv + hk) kt.reset(D, Tk, b * Hkv + hk);
+      kt.extend(krow, ks, D, kend);
+      const int64_t ld = kt.ld, ncols = std::min(round_up(kend, kPad), ld);
+      small_gemm(rows, ncols, D, scale, qrow, qs, int64_t(1), kt.data.data(), ld, T(0), S.data(), ld);  // S = s Q K^T
       for (int64_t r = 0; r < rows; ++r) {
         T* s = S.data() + r * ld;
         const int64_t n = lim.limit(i0 + r);
@@ -138,7 +193,7 @@ template <class T> void forward(const KernelArgs& a) {
         exp_row(s, n, m[r]);
         l[r] = sum_row(s, n);
       }
-      gemm(false, false, rows, D, kend, T(1), S.data(), ld, vrow, ks, T(0), orow, qs);  // out = P V
+      small_gemm(rows, D, kend, T(1), S.data(), ld, int64_t(1), vrow, ks, T(0), orow, qs);  // out = P V
       for (int64_t r = 0; r < rows; ++r) {
         T* o = orow + r * qs;
         if (l[r] == 0) {  // the row sees no key
@@ -176,7 +231,9 @@ template <class T> void backward(const KernelArgs& a) {
   const int64_t nqb = (Tq + kBlockQ - 1) / kBlockQ, qs = H * D, ks = Hkv * D;
 
   parallel_for(B * Hkv, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> P(size_t(kBlockQ * std::max<int64_t>(Tk, 1))), dS(P.size());
+    PackedKeysT<T> kt, vt;
+    const int64_t ldp = round_up(std::max<int64_t>(Tk, 1), kPad);
+    std::vector<T> P(size_t(kBlockQ * ldp)), dS(P.size());
     for (int64_t item = begin; item < end; ++item) {
       const int64_t hk = item % Hkv, b = item / Hkv;
       const T* krow = pk + (b * Tk * Hkv + hk) * D;
@@ -187,6 +244,11 @@ template <class T> void backward(const KernelArgs& a) {
         std::fill(gkrow + j * ks, gkrow + j * ks + D, T(0));
         std::fill(gvrow + j * ks, gvrow + j * ks + D, T(0));
       }
+      kt.reset(D, Tk, item);
+      vt.reset(D, Tk, item);
+      kt.extend(krow, ks, D, Tk);
+      vt.extend(vrow, ks, D, Tk);
+      const int64_t ld = kt.ld;
       for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
         for (int64_t qb = 0; qb < nqb; ++qb) {
           const int64_t i0 = qb * kBlockQ, rows = std::min(Tq, i0 + kBlockQ) - i0;
@@ -199,9 +261,9 @@ template <class T> void backward(const KernelArgs& a) {
             for (int64_t r = 0; r < rows; ++r) std::fill(gqrow + r * qs, gqrow + r * qs + D, T(0));
             continue;
           }
-          const int64_t ld = kend;
-          gemm(false, true, rows, kend, D, scale, qrow, qs, krow, ks, T(0), P.data(), ld);     // S
-          gemm(false, true, rows, kend, D, T(1), gorow, qs, vrow, ks, T(0), dS.data(), ld);    // dP
+          const int64_t ncols = std::min(round_up(kend, kPad), ld);
+          small_gemm(rows, ncols, D, scale, qrow, qs, int64_t(1), kt.data.data(), ld, T(0), P.data(), ld);  // S
+          small_gemm(rows, ncols, D, T(1), gorow, qs, int64_t(1), vt.data.data(), ld, T(0), dS.data(), ld);  // dP
           for (int64_t r = 0; r < rows; ++r) {
             T* p = P.data() + r * ld;
             T* ds = dS.data() + r * ld;
@@ -214,9 +276,7 @@ template <class T> void backward(const KernelArgs& a) {
             }
             const T* o = po + (row0 + r * H) * D;
             const T* g = gorow + r * qs;
-            double dsum = 0;
-            for (int64_t d = 0; d < D; ++d) dsum += double(g[d]) * double(o[d]);
-            const T Di = T(dsum - (pgl ? double(pgl[(b * H + h) * Tq + i0 + r]) : 0.0));
+            const T Di = T(dot_f64(g, o, D) - (pgl ? double(pgl[(b * H + h) * Tq + i0 + r]) : 0.0));
             exp_row(p, n, L);
             if constexpr (std::is_same_v<T, float>) {
               for_blocks8(0, n, [&](int64_t c, int64_t m) {
@@ -228,9 +288,10 @@ template <class T> void backward(const KernelArgs& a) {
             std::fill(p + n, p + kend, T(0));
             std::fill(ds + n, ds + kend, T(0));
           }
-          gemm(true, false, kend, D, rows, T(1), P.data(), ld, gorow, qs, T(1), gvrow, ks);    // dV += P^T gout
-          gemm(true, false, kend, D, rows, scale, dS.data(), ld, qrow, qs, T(1), gkrow, ks);   // dK += s dS^T Q
-          gemm(false, false, rows, D, kend, scale, dS.data(), ld, krow, ks, T(0), gqrow, qs);  // dQ = s dS K
+          // A = P^T and dS^T: element (j, r) at r * ld + j.
+          small_gemm(kend, D, rows, T(1), P.data(), int64_t(1), ld, gorow, qs, T(1), gvrow, ks);    // dV += P^T gout
+          small_gemm(kend, D, rows, scale, dS.data(), int64_t(1), ld, qrow, qs, T(1), gkrow, ks);   // dK += s dS^T Q
+          small_gemm(rows, D, kend, scale, dS.data(), ld, int64_t(1), krow, ks, T(0), gqrow, qs);   // dQ = s dS K
         }
       }
     }
