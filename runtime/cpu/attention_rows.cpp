@@ -54,15 +54,6 @@ struct RowLimits {
   }
 };
 
-// p[c] = exp(s[c] - sub) for c < n, float through the 8-lane exp.
-template <class T> void exp_row(T* s, int64_t n, T sub) {
-  if constexpr (std::is_same_v<T, float>) {
-    for_blocks8(0, n, [&](int64_t c, int64_t m) { store8(s + c, exp8(load8(s + c, m) - sub), m); });
-  } else {
-    for (int64_t c = 0; c < n; ++c) s[c] = std::exp(s[c] - sub);
-  }
-}
-
 template <class T> T max_row(const T* s, int64_t n) {
   if constexpr (std::is_same_v<T, float>) {
     f32x8 mv = splat8(-INFINITY);
@@ -75,16 +66,33 @@ template <class T> T max_row(const T* s, int64_t n) {
   }
 }
 
-template <class T> double sum_row(const T* s, int64_t n) {
+// s[c] = exp(s[c] - sub) for c < n through the 8-lane exp; returns their sum (in f64).
+template <class T> double exp_sum_row(T* s, int64_t n, T sub) {
   if constexpr (std::is_same_v<T, float>) {
     f64x4 lo{}, hi{};
-    for_blocks8(0, n, [&](int64_t c, int64_t m) { acc_f64(lo, hi, load8(s + c, m)); });
+    for_blocks8(0, n, [&](int64_t c, int64_t m) {
+      const f32x8 e = exp8(load8(s + c, m) - sub);
+      store8(s + c, e, m);
+      if (m < 8) {  // lanes past the row were padded, not scores: they must not count
+        f32x8 z = e;
+        for (int64_t i = m; i < 8; ++i) z[i] = 0.0f;
+        acc_f64(lo, hi, z);
+      } else {
+        acc_f64(lo, hi, e);
+      }
+    });
     return hsum_f64(lo, hi);
   } else {
     double t = 0;
-    for (int64_t c = 0; c < n; ++c) t += s[c];
+    for (int64_t c = 0; c < n; ++c) t += (s[c] = std::exp(s[c] - sub));
     return t;
   }
+}
+
+// Software prefetch of `rows` rows of D elements, `stride` elements apart.
+template <class T> void prefetch_rows(const T* p, int64_t rows, int64_t stride, int64_t D) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t d = 0; d < D; d += int64_t(64 / sizeof(T))) __builtin_prefetch(p + r * stride + d);
 }
 
 // sum_d x[d] y[d] with f64 products and sums (the softmax-backward row term D_i).
@@ -177,6 +185,13 @@ template <class T> void forward(const KernelArgs& a) {
         continue;
       }
       if (kt.owner != b * Hkv + hk) kt.reset(D, Tk, b * Hkv + hk);
+      prefetch_rows(vrow, kend, ks, D);  // read by P V after the scores
+      if (qb + 1 < nqb) {                 // the next block's queries and new keys
+        const int64_t next = std::min(Tq, i0 + 2 * kBlockQ) - i0 - kBlockQ;
+        prefetch_rows(qrow + kBlockQ * qs, next, qs, D);
+        const int64_t kn = lim.limit(i0 + kBlockQ + next - 1);
+        if (kn > kend) prefetch_rows(krow + kend * ks, kn - kend, ks, D);
+      }
       kt.extend(krow, ks, D, kend);
       const int64_t ld = kt.ld, ncols = std::min(round_up(kend, kPad), ld);
       small_gemm(rows, ncols, D, scale, qrow, qs, int64_t(1), kt.data.data(), ld, T(0), S.data(), ld);  // S = s Q K^T
@@ -190,8 +205,7 @@ template <class T> void forward(const KernelArgs& a) {
           continue;
         }
         m[r] = max_row(s, n);
-        exp_row(s, n, m[r]);
-        l[r] = sum_row(s, n);
+        l[r] = exp_sum_row(s, n, m[r]);
       }
       small_gemm(rows, D, kend, T(1), S.data(), ld, int64_t(1), vrow, ks, T(0), orow, qs);  // out = P V
       for (int64_t r = 0; r < rows; ++r) {
@@ -244,6 +258,7 @@ template <class T> void backward(const KernelArgs& a) {
         std::fill(gkrow + j * ks, gkrow + j * ks + D, T(0));
         std::fill(gvrow + j * ks, gvrow + j * ks + D, T(0));
       }
+      prefetch_rows(vrow, Tk, ks, D);  // arrives while K is packed
       kt.reset(D, Tk, item);
       vt.reset(D, Tk, item);
       kt.extend(krow, ks, D, Tk);
@@ -257,6 +272,14 @@ template <class T> void backward(const KernelArgs& a) {
           const T* qrow = pq + row0 * D;
           const T* gorow = pgo + row0 * D;
           T* gqrow = pgq + row0 * D;
+          // The rows of a head are H * D apart, too far for the hardware prefetcher: ask for
+          // this block's out rows (read after two products) and the next block's inputs now.
+          prefetch_rows(po + row0 * D, rows, qs, D);
+          if (i0 + kBlockQ < Tq) {
+            const int64_t next = std::min(Tq, i0 + 2 * kBlockQ) - i0 - kBlockQ;
+            prefetch_rows(qrow + kBlockQ * qs, next, qs, D);
+            prefetch_rows(gorow + kBlockQ * qs, next, qs, D);
+          }
           if (kend == 0) {
             for (int64_t r = 0; r < rows; ++r) std::fill(gqrow + r * qs, gqrow + r * qs + D, T(0));
             continue;
@@ -277,13 +300,17 @@ template <class T> void backward(const KernelArgs& a) {
             const T* o = po + (row0 + r * H) * D;
             const T* g = gorow + r * qs;
             const T Di = T(dot_f64(g, o, D) - (pgl ? double(pgl[(b * H + h) * Tq + i0 + r]) : 0.0));
-            exp_row(p, n, L);
             if constexpr (std::is_same_v<T, float>) {
               for_blocks8(0, n, [&](int64_t c, int64_t m) {
-                store8(ds + c, load8(p + c, m) * (load8(ds + c, m) - Di), m);
+                const f32x8 e = exp8(load8(p + c, m) - L);
+                store8(p + c, e, m);
+                store8(ds + c, e * (load8(ds + c, m) - Di), m);
               });
             } else {
-              for (int64_t c = 0; c < n; ++c) ds[c] = p[c] * (ds[c] - Di);
+              for (int64_t c = 0; c < n; ++c) {
+                p[c] = std::exp(p[c] - L);
+                ds[c] = p[c] * (ds[c] - Di);
+              }
             }
             std::fill(p + n, p + kend, T(0));
             std::fill(ds + n, ds + kend, T(0));

@@ -34,6 +34,9 @@ template <class T> inline Vec<T> vload(const T* p) {
   return v;
 }
 template <class T> inline void vstore(T* p, Vec<T> v) { std::memcpy(p, &v, sizeof v); }
+// All lanes = x, as one vbroadcastss. (Vec{} + x is not: 0 + -0 is +0, so the compiler keeps
+// an add per broadcast; x - 0 is exactly x and folds away.)
+template <class T> inline Vec<T> vsplat(T x) { return x - Vec<T>{}; }
 
 // One MR x (NV vectors) tile of C over the full K.
 template <class T, int MR, int NV>
@@ -53,7 +56,7 @@ inline void tile(int64_t K, T alpha, const T* a, int64_t a_rs, int64_t a_ks, con
     const T* ak = a + k * a_ks;
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
-      const Vec<T> ar = Vec<T>{} + ak[r * a_rs];
+      const Vec<T> ar = vsplat(ak[r * a_rs]);
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[r][v] += ar * bv[v];
     }
@@ -63,8 +66,8 @@ inline void tile(int64_t K, T alpha, const T* a, int64_t a_rs, int64_t a_ks, con
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
       T* cp = c + r * ldc + v * L;
-      Vec<T> out = alpha * acc[r][v];
-      if (beta != T(0)) out += beta * vload(cp);
+      Vec<T> out = vsplat(alpha) * acc[r][v];
+      if (beta != T(0)) out += vsplat(beta) * vload(cp);
       vstore(cp, out);
     }
 }
