@@ -79,8 +79,11 @@ bool is_memory_op(Op op) { return op == Op::copy || op == Op::fill; }
 void dispatch_widened(Op op, std::span<const Tensor> in, std::span<Tensor> out, const OpAttrs& attrs) {
   std::vector<Tensor> win, wout;
   for (const Tensor& t : in) win.push_back(t.defined() && is_half(t.dtype()) ? t.to(DType::f32) : t);
-  for (const Tensor& t : out)
-    wout.push_back(t.defined() && is_half(t.dtype()) ? Tensor::empty(t.shape(), DType::f32, t.device()) : t);
+  const bool reads_out = op == Op::matmul && attrs.beta != 0.0;  // C = A B + beta C
+  for (const Tensor& t : out) {
+    if (!t.defined() || !is_half(t.dtype())) wout.push_back(t);
+    else wout.push_back(reads_out ? t.to(DType::f32) : Tensor::empty(t.shape(), DType::f32, t.device()));
+  }
   dispatch(op, win, wout, attrs);
   for (size_t i = 0; i < out.size(); ++i)
     if (out[i].defined() && is_half(out[i].dtype())) dispatch(Op::copy, {wout[i]}, {out[i]});

@@ -197,8 +197,19 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   {
     NoGradGuard ng;
     x2 = reshape(x.detach(), {-1, x.size(-1)});
-    y = matmul(x2, transpose(weight.detach(), 0, 1));
-    if (bias.defined()) y = add(y, bias.detach());
+    Tensor wt = transpose(weight.detach(), 0, 1);
+    if (bias.defined()) {
+      // y starts as the bias rows and the GEMM accumulates into it (beta = 1): one pass over
+      // y instead of the library zeroing it and a separate broadcast add reading it back.
+      y = new_empty(x2, {x2.size(0), weight.size(0)});
+      y.copy_(expand(bias.detach(), y.shape()));
+      Tensor a3 = as_matrix_stack(x2, {}, 1), b3 = as_matrix_stack(wt, {}, 1), y3 = y.view({1, y.size(0), y.size(1)});
+      OpAttrs accumulate;
+      accumulate.beta = 1.0;
+      dispatch(Op::matmul, {a3, b3}, {y3}, accumulate);
+    } else {
+      y = matmul(x2, wt);
+    }
     y = reshape(y, out_shape);
   }
   Tensor xd = x2, wd = weight.detach();

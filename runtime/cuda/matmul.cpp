@@ -94,6 +94,7 @@ void k_matmul(const KernelArgs& args) {
   if (c.numel() == 0) return;
   int dev = c.device().index;
   DeviceGuard g(dev);
+  if (K == 0 && args.attrs.beta != 0.0) return dispatch_on_host(Op::matmul, args.in, args.out, args.attrs);
   if (K == 0) {
     LOOM_CUDA_CHECK(cudaMemsetAsync(c.raw_data(), 0, size_t(c.numel()) * c.element_size(), 0));
     return;
@@ -104,16 +105,16 @@ void k_matmul(const KernelArgs& args) {
   cublasOperation_t opb = lb.trans ? CUBLAS_OP_T : CUBLAS_OP_N;
   cublasOperation_t opa = la.trans ? CUBLAS_OP_T : CUBLAS_OP_N;
   if (dt == DType::f32) {
-    const float one = 1.0f, zero = 0.0f;
+    const float one = 1.0f, beta = float(args.attrs.beta);  // C = A B + beta C
     LOOM_CUBLAS_CHECK(cublasSgemmStridedBatched(h, opb, opa, int(N), int(M), int(K), &one,
                                                 static_cast<const float*>(b.raw_data()), int(lb.ld), sb,
-                                                static_cast<const float*>(a.raw_data()), int(la.ld), sa, &zero,
+                                                static_cast<const float*>(a.raw_data()), int(la.ld), sa, &beta,
                                                 static_cast<float*>(c.raw_data()), int(N), M * N, int(batch)));
   } else {
-    const double one = 1.0, zero = 0.0;
+    const double one = 1.0, beta = args.attrs.beta;
     LOOM_CUBLAS_CHECK(cublasDgemmStridedBatched(h, opb, opa, int(N), int(M), int(K), &one,
                                                 static_cast<const double*>(b.raw_data()), int(lb.ld), sb,
-                                                static_cast<const double*>(a.raw_data()), int(la.ld), sa, &zero,
+                                                static_cast<const double*>(a.raw_data()), int(la.ld), sa, &beta,
                                                 static_cast<double*>(c.raw_data()), int(N), M * N, int(batch)));
   }
 }

@@ -144,3 +144,24 @@ TEST(VecMath, ExpF32IsAccurateOverItsRange) {
   EXPECT_TRUE(std::isinf(loom::runtime::cpu::exp_f32(100.0f)));
   EXPECT_NEAR(loom::runtime::cpu::vtanh(3.0f), std::tanh(3.0f), 3e-7);
 }
+
+// linear() with a bias starts y as the bias rows and lets the GEMM accumulate into it
+// (matmul's beta = 1). Check that against matmul + add in f64 for every float storage dtype
+// (half storage goes through the widened f32 path, which must read y's initial contents),
+// for a single row (where a broadcast bias view is already contiguous), and that the bias
+// itself is never written.
+TEST(Linear, BiasAccumulatedByTheGemmEqualsMatmulPlusBias) {
+  for (DType dt : {DType::f64, DType::f32, DType::bf16, DType::f16}) {
+    for (Dims xs : {Dims{3, 5, 7}, Dims{1, 7}}) {
+      Tensor x = Tensor::randn(xs, 1).to(dt), w = Tensor::randn({4, 7}, 2).to(dt), b = Tensor::randn({4}, 3).to(dt);
+      std::vector<double> b_before = b.to(DType::f64).to_vector<double>();
+      Tensor y = linear(x, w, b);
+      Tensor ref = add(matmul(x.to(DType::f64), transpose(w.to(DType::f64), 0, 1)), b.to(DType::f64));
+      ASSERT_EQ(y.shape(), ref.shape());
+      std::vector<double> got = y.to(DType::f64).to_vector<double>(), want = ref.to_vector<double>();
+      const double tol = dt == DType::f64 ? 1e-12 : dt == DType::f32 ? 1e-5 : 5e-2;
+      for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], tol * (1 + std::abs(want[i]))) << dtype_name(dt) << " " << i;
+      EXPECT_EQ(b.to(DType::f64).to_vector<double>(), b_before) << dtype_name(dt);
+    }
+  }
+}
