@@ -1,6 +1,8 @@
 // test_tensor.cpp: Tensor metadata, views sharing storage, copies, casts and printing.
 #include <gtest/gtest.h>
 
+#include <omp.h>
+
 #include <cmath>
 
 #include "runtime/ops.h"
@@ -164,4 +166,20 @@ TEST(Linear, BiasAccumulatedByTheGemmEqualsMatmulPlusBias) {
       EXPECT_EQ(b.to(DType::f64).to_vector<double>(), b_before) << dtype_name(dt);
     }
   }
+}
+
+// With several threads the CPU GEMM splits C's rows into one single-threaded panel per thread;
+// each element is the same library dot product either way, so the product is bit-identical.
+TEST(Matmul, RowPanelsGiveTheSameBitsAtAnyThreadCount) {
+  Tensor a = Tensor::randn({300, 96}, 4), b = Tensor::randn({96, 200}, 5);
+  const int before = omp_get_max_threads();
+  omp_set_num_threads(1);
+  std::vector<float> one = matmul(a, b).to_vector<float>();
+  for (int threads : {2, 3}) {
+    omp_set_num_threads(threads);
+    EXPECT_EQ(matmul(a, b).to_vector<float>(), one) << threads << " threads";
+    EXPECT_EQ(matmul(transpose(a.contiguous().transpose(0, 1).contiguous(), 0, 1), b).to_vector<float>(), one)
+        << threads << " threads, A stored transposed";
+  }
+  omp_set_num_threads(before);
 }
