@@ -105,6 +105,12 @@ Trace reference(const ModelConfig& cfg, DType dt) {
 
 void check_layout(const ModelConfig& cfg, DType dt, const Layout& lay, const Trace& ref) {
   const double tol = dt == DType::f64 ? 1e-10 : 1e-5;
+  // Parameters after the AdamW steps, in f32: the update m / sqrt(v) divides a gradient's
+  // rounding by its own size, so elements with small gradients carry the layouts' different
+  // reduction orders (row-parallel partial sums, kernels at other shapes) up to a few times
+  // 1e-5 of the largest parameter. Loss, every gradient and the norm keep 1e-5; f64 checks
+  // the same steps at 1e-10.
+  const double param_tol = dt == DType::f64 ? tol : 3e-5;
   Mesh mesh(world(), ParallelDims{.dp = lay.dp, .tp = lay.tp});
   TensorParallel tp{mesh.comm("tp"), lay.sp};
   TransformerLM m(cfg, kSeed, dt, tp);
@@ -143,7 +149,7 @@ void check_layout(const ModelConfig& cfg, DType dt, const Layout& lay, const Tra
   }
   for (auto& p : m.parameters()) {
     Tensor want = take_local(ref.params.at(p.name), p.shard, 0, p.tensor.numel());
-    EXPECT_LE(rel_diff(p.tensor.detach().reshape({-1}), want), tol) << where << " parameter " << p.name;
+    EXPECT_LE(rel_diff(p.tensor.detach().reshape({-1}), want), param_tol) << where << " parameter " << p.name;
   }
 }
 
