@@ -69,19 +69,13 @@ template <class T> T max_row(const T* s, int64_t n) {
 // s[c] = exp(s[c] - sub) for c < n through the 8-lane exp; returns their sum (in f64).
 template <class T> double exp_sum_row(T* s, int64_t n, T sub) {
   if constexpr (std::is_same_v<T, float>) {
-    f64x4 lo{}, hi{};
+    UnitSum es;
     for_blocks8(0, n, [&](int64_t c, int64_t m) {
-      const f32x8 e = exp8(load8(s + c, m) - sub);
+      const f32x8 e = exp8(load8(s + c, m, -INFINITY) - sub);  // padded lanes: exp(-inf) = 0
       store8(s + c, e, m);
-      if (m < 8) {  // lanes past the row were padded, not scores: they must not count
-        f32x8 z = e;
-        for (int64_t i = m; i < 8; ++i) z[i] = 0.0f;
-        acc_f64(lo, hi, z);
-      } else {
-        acc_f64(lo, hi, e);
-      }
+      es.add(e);
     });
-    return hsum_f64(lo, hi);
+    return es.total();
   } else {
     double t = 0;
     for (int64_t c = 0; c < n; ++c) t += (s[c] = std::exp(s[c] - sub));

@@ -108,24 +108,13 @@ void k_cross_entropy(const KernelArgs& a) {
           f32x8 mv = splat8(-INFINITY);
           for_blocks8(0, V, [&](int64_t j, int64_t n) { mv = vmax8(mv, load8(xr + j, n, -INFINITY)); });
           m = hmax8(mv);
-          // exp(x - m) is in [0, 1]: f32 lanes sum 16 vectors exactly enough (< 2^-20
-          // relative), then flush into the f64 lanes; converting every vector cost as much
-          // as the exp.
-          f64x4 s0{}, s1{}, x0{}, x1{};
-          f32x8 part{};
-          int64_t in_part = 0;
+          UnitSum es;  // exp(x - m) is in [0, 1]
+          f64x4 x0{}, x1{};
           for_blocks8(0, V, [&](int64_t j, int64_t n) {
-            f32x8 x = load8(xr + j, n, -INFINITY);
-            part += exp8(x - m);
-            if (++in_part == 16) {
-              acc_f64(s0, s1, part);
-              part = f32x8{};
-              in_part = 0;
-            }
+            es.add(exp8(load8(xr + j, n, -INFINITY) - m));
             if (eps != 0) acc_f64(x0, x1, load8(xr + j, n));
           });
-          acc_f64(s0, s1, part);
-          s = hsum_f64(s0, s1);
+          s = es.total();
           sx = hsum_f64(x0, x1);
         } else {
           m = xr[0];

@@ -64,6 +64,27 @@ inline double hsum_f64(f64x4 lo, f64x4 hi) {
   f64x4 s = lo + hi;
   return (s[0] + s[1]) + (s[2] + s[3]);
 }
+// Sum of vectors of values in [0, 1] (softmax numerators exp(x - max)): f32 lanes hold up to
+// 16 vectors (error below 2^-20 relative), then flush into f64 lanes. Converting every vector
+// to f64 cost as much as the exp that made it.
+struct UnitSum {
+  f64x4 lo{}, hi{};
+  f32x8 part{};
+  int in_part = 0;
+  void add(f32x8 v) {
+    part += v;
+    if (++in_part == 16) flush();
+  }
+  void flush() {
+    acc_f64(lo, hi, part);
+    part = f32x8{};
+    in_part = 0;
+  }
+  double total() {
+    flush();
+    return hsum_f64(lo, hi);
+  }
+};
 
 // exp(x) = 2^n exp(r) with n = floor(x / ln 2 + 1/2), r = x - n ln 2 (Cody-Waite split of ln 2),
 // exp(r) by its degree-7 Taylor polynomial on |r| <= ln2/2 (truncation < 5e-9).
