@@ -23,7 +23,7 @@
 // run in a fixed order, so the result does not depend on the thread count.
 //
 // Layout: q [B, Tq, H, D], k/v [B, Tk, Hkv, D] contiguous (head rows strided by H * D or
-// Hkv * D: the GEMMs read them in place), out like q, lse [B, H, Tq].
+// Hkv * D: the products read them in place), out like q, lse [B, H, Tq].
 #include "runtime/cpu/attention_rows.h"
 
 #include <algorithm>
@@ -38,7 +38,7 @@
 namespace loom::runtime::cpu {
 namespace {
 
-constexpr int64_t kBlockQ = 32;          // query rows per GEMM block (BQ)
+constexpr int64_t kBlockQ = 32;          // query rows per block (BQ)
 constexpr int64_t kMaxKeys = 16384;      // longer key ranges use the tiled kernel (buffer size)
 constexpr int64_t kPad = 16;             // score rows are computed in whole 16-column tiles
 
@@ -124,8 +124,7 @@ template <class T> struct PackedKeysT {
   int64_t ld = 0, upto = 0, owner = -1;
   void reset(int64_t D, int64_t Tk, int64_t owner_id) {
     ld = round_up(std::max<int64_t>(Tk, 1), kPad);
-    if (int64_t(data.size()) < D * ld) data.assign(size_t(D * ld), T(0));
-    std::fill(data.begin(), data.begin() + D * ld, T(0));
+    data.assign(size_t(D * ld), T(0));  // keeps the capacity: no allocation after the first
     upto = 0;
     owner = owner_id;
   }

@@ -133,7 +133,7 @@ void k_matmul(const KernelArgs& args) {
     auto one = [&](int64_t i) {
       gemm(la.trans, lb.trans, M, N, K, T(1), pa + i * sa, la.ld, pb + i * sb, lb.ld, beta, pc + i * M * N, N);
     };
-    // Many small products: one per thread. Few large ones: let the GEMM library thread.
+    // Many small products: one per thread. Few large ones: gemm() splits each over the threads.
     if (batch > 1 && M * N * K < (int64_t(1) << 21)) {
       parallel_for(batch, 1, [&](int64_t s, int64_t e) {
         for (int64_t i = s; i < e; ++i) one(i);

@@ -1,5 +1,7 @@
 // cpu/gemm.h: the single CPU GEMM entry point. Which library runs it (OpenBLAS through CBLAS,
 // or Eigen) is decided at build time in one place (cpu/gemm.cpp); bench/ measures both.
+// The one exception is attention's per-block products (a few hundred kFLOP each, where a
+// library call costs more than it computes): cpu/small_gemm.h.
 #pragma once
 #include <cstdint>
 
