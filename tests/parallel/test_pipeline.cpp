@@ -105,31 +105,13 @@ std::pair<Tensor, Tensor> batch(int64_t step, int64_t vocab, int64_t rows = kBat
   return token_batch(step, vocab, rows, kSeq, 4);
 }
 
-struct Trace {
-  std::vector<double> losses;
-  std::vector<std::map<std::string, Tensor>> grads;
-  std::map<std::string, Tensor> params;
-};
-
 Trace reference(const ModelConfig& cfg) {
   TransformerLM m(cfg, kSeed, DType::f64);
-  std::vector<optim::ParamRef> refs;
-  for (auto& p : m.parameters()) refs.push_back({p.name, p.tensor, true});
-  optim::AdamW opt(refs, {});
-  Trace tr;
-  for (int64_t s = 0; s < kSteps; ++s) {
-    opt.zero_grad();
-    auto [ids, tg] = batch(s, cfg.vocab_size);
-    Tensor loss = runtime::mul_scalar(m.loss_sum(m.forward(ids), tg), 1.0 / count_valid(tg));
-    loss.backward();
-    tr.losses.push_back(loss.item());
-    std::map<std::string, Tensor> g;
-    for (auto& p : m.parameters()) g[p.name] = p.tensor.grad().clone();
-    tr.grads.push_back(g);
-    opt.step(kLr);
-  }
-  for (auto& p : m.parameters()) tr.params[p.name] = p.tensor.detach().clone();
-  return tr;
+  ReferenceRun run;
+  run.steps = kSteps;
+  run.lr = kLr;
+  run.decay_all = true;
+  return reference_trace(m, run, [&](int64_t s) { return batch(s, cfg.vocab_size); });
 }
 
 struct PipeLayout {

@@ -74,33 +74,15 @@ constexpr double kClip = 0.5;  // clipping active: the norms are larger
 // gradient is rounding noise move by up to lr in either direction.
 double lr_for(DType dt) { return dt == DType::f64 ? 1e-2 : 1e-4; }
 
-struct Trace {
-  std::vector<double> losses, norms;
-  std::vector<std::map<std::string, Tensor>> grads;  // per step, full shapes
-  std::map<std::string, Tensor> params;             // after the last step
-};
-
 // One process, plain AdamW: the reference.
 Trace reference(const ModelConfig& cfg, DType dt) {
   TransformerLM m(cfg, kSeed, dt);
-  std::vector<optim::ParamRef> refs;
-  for (auto& p : m.parameters()) refs.push_back({p.name, p.tensor, !p.no_decay});
-  optim::AdamW opt(refs, adamw());
-  Trace tr;
-  for (int64_t s = 0; s < kSteps; ++s) {
-    opt.zero_grad();
-    auto [ids, tg] = batch(s, cfg.vocab_size);
-    Tensor loss = runtime::mul_scalar(m.loss_sum(m.forward(ids), tg), 1.0 / count_valid(tg));
-    loss.backward();
-    tr.losses.push_back(loss.item());
-    std::map<std::string, Tensor> g;
-    for (auto& p : m.parameters()) g[p.name] = p.tensor.grad().clone();
-    tr.grads.push_back(g);
-    tr.norms.push_back(optim::clip_grad_norm(refs, kClip));
-    opt.step(lr_for(dt));
-  }
-  for (auto& p : m.parameters()) tr.params[p.name] = p.tensor.detach().clone();
-  return tr;
+  ReferenceRun run;
+  run.steps = kSteps;
+  run.lr = lr_for(dt);
+  run.adamw = adamw();
+  run.clip = kClip;
+  return reference_trace(m, run, [&](int64_t s) { return batch(s, cfg.vocab_size); });
 }
 
 void check_layout(const ModelConfig& cfg, DType dt, const Layout& lay, const Trace& ref) {
