@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <string>
 
@@ -41,6 +42,16 @@ inline RunResult run_command(const std::string& cmd) {
   int status = pclose(p);
   int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return {code, out};
+}
+
+// Runs `fn` and returns its std::exception message ("" when nothing was thrown).
+template <class F> std::string error_of(F fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
 }
 
 }  // namespace loom::testing

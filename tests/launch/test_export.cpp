@@ -32,14 +32,7 @@ using models::TransformerLM;
 using runtime::DType;
 using runtime::Tensor;
 
-template <class F> std::string error_of(F fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
+using loom::testing::error_of;
 
 bool same_bytes(const Tensor& a, const Tensor& b) {
   if (a.dtype() != b.dtype() || a.shape() != b.shape()) return false;

@@ -35,15 +35,7 @@ double max_abs_diff(const Tensor& a, const Tensor& b) {
   return m;
 }
 
-// Runs `fn` and returns its std::exception message ("" when nothing was thrown).
-template <class F> std::string error_of(F fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
+using loom::testing::error_of;
 
 // ---- against transformers ----------------------------------------------------------------------
 
