@@ -111,6 +111,27 @@ template <class T> double dot_f64(const T* x, const T* y, int64_t n) {
   }
 }
 
+// dst[c * ldd + r] = src[r * lds + c] for r, c < 8: the 8 x 8 transpose of unpack / shuffle /
+// lane-swap steps (three stages of 8 shuffles), where a scalar gather costs a load per element.
+inline void transpose8x8(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  f32x8 r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) r[i] = load8(src + i * lds);
+  for (int i = 0; i < 8; i += 2) {  // pairs of rows interleaved within each 128-bit half
+    t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int i = 0; i < 8; i += 4) {  // columns c and c + 4 of rows i..i+3
+    u[i] = __builtin_shufflevector(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[i + 1] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    u[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+  }
+  for (int c = 0; c < 4; ++c) {  // join the halves of rows 0..3 and 4..7
+    store8(dst + c * ldd, __builtin_shufflevector(u[c], u[c + 4], 0, 1, 2, 3, 8, 9, 10, 11));
+    store8(dst + (c + 4) * ldd, __builtin_shufflevector(u[c], u[c + 4], 4, 5, 6, 7, 12, 13, 14, 15));
+  }
+}
+
 bool eligible(const KernelArgs& a, size_t first_mask, int64_t Tk) {
   for (size_t i = first_mask; i < a.in.size(); ++i)
     if (a.in[i].defined()) return false;
@@ -129,12 +150,21 @@ template <class T> struct PackedKeysT {
     owner = owner_id;
   }
   // Makes columns [0, n) available from rows src + j * stride (j < n).
-  // d outer: the writes are contiguous and the n source rows stay in L1 between passes.
   void extend(const T* src, int64_t stride, int64_t D, int64_t n) {
     if (n <= upto) return;
+    int64_t j = upto;
+    if constexpr (std::is_same_v<T, float>) {  // whole 8 x 8 blocks in registers
+      if (j % 8 == 0)
+        for (; j + 8 <= n; j += 8)
+          for (int64_t d = 0; d + 8 <= D; d += 8) transpose8x8(src + j * stride + d, stride, data.data() + d * ld + j, ld);
+      const int64_t d8 = D / 8 * 8;
+      for (int64_t d = d8; d < D; ++d)  // rows past the last whole block of 8 (D % 8 != 0)
+        for (int64_t jj = upto; jj < j; ++jj) data[size_t(d * ld + jj)] = src[jj * stride + d];
+    }
+    // d outer: the writes are contiguous and the source rows stay in L1 between passes.
     for (int64_t d = 0; d < D; ++d) {
       T* dst = data.data() + d * ld;
-      for (int64_t j = upto; j < n; ++j) dst[j] = src[j * stride + d];
+      for (int64_t jj = j; jj < n; ++jj) dst[jj] = src[jj * stride + d];
     }
     upto = n;
   }
@@ -237,6 +267,19 @@ template <class T> void backward(const KernelArgs& a) {
   const T scale = T(a.attrs.scale);
   const int64_t nqb = (Tq + kBlockQ - 1) / kBlockQ, qs = H * D, ks = Hkv * D;
 
+  // D_i for every (b, h, i) first, streaming gout and out in memory order: inside the block loop
+  // each row's out would be a strided read that missed the cache.
+  std::vector<T> Drow(size_t(B * H * Tq));
+  parallel_for(B * Tq, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t bi = begin; bi < end; ++bi) {
+      const int64_t b = bi / Tq, i = bi % Tq;
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t at = (b * H + h) * Tq + i;
+        Drow[size_t(at)] = T(dot_f64(pgo + (bi * H + h) * D, po + (bi * H + h) * D, D) - (pgl ? double(pgl[at]) : 0.0));
+      }
+    }
+  });
+
   parallel_for(B * Hkv, 1, [&](int64_t begin, int64_t end) {
     PackedKeysT<T> kt, vt;
     const int64_t ldp = round_up(std::max<int64_t>(Tk, 1), kPad);
@@ -266,8 +309,7 @@ template <class T> void backward(const KernelArgs& a) {
           const T* gorow = pgo + row0 * D;
           T* gqrow = pgq + row0 * D;
           // The rows of a head are H * D apart, too far for the hardware prefetcher: ask for
-          // this block's out rows (read after two products) and the next block's inputs now.
-          prefetch_rows(po + row0 * D, rows, qs, D);
+          // the next block's inputs now.
           if (i0 + kBlockQ < Tq) {
             const int64_t next = std::min(Tq, i0 + 2 * kBlockQ) - i0 - kBlockQ;
             prefetch_rows(qrow + kBlockQ * qs, next, qs, D);
@@ -290,9 +332,7 @@ template <class T> void backward(const KernelArgs& a) {
               std::fill(ds, ds + kend, T(0));
               continue;
             }
-            const T* o = po + (row0 + r * H) * D;
-            const T* g = gorow + r * qs;
-            const T Di = T(dot_f64(g, o, D) - (pgl ? double(pgl[(b * H + h) * Tq + i0 + r]) : 0.0));
+            const T Di = Drow[size_t((b * H + h) * Tq + i0 + r)];
             if constexpr (std::is_same_v<T, float>) {
               for_blocks8(0, n, [&](int64_t c, int64_t m) {
                 const f32x8 e = exp8(load8(p + c, m) - L);

@@ -11,6 +11,10 @@
 #include <cstdint>
 #include <cstring>
 
+#ifdef __AVX__
+#include <immintrin.h>
+#endif
+
 namespace loom::runtime::cpu {
 
 typedef float f32x8 __attribute__((vector_size(32)));
@@ -86,14 +90,21 @@ struct UnitSum {
   }
 };
 
-// exp(x) = 2^n exp(r) with n = floor(x / ln 2 + 1/2), r = x - n ln 2 (Cody-Waite split of ln 2),
+// exp(x) = 2^n exp(r) with n = round(x / ln 2), r = x - n ln 2 (Cody-Waite split of ln 2),
 // exp(r) by its degree-7 Taylor polynomial on |r| <= ln2/2 (truncation < 5e-9).
+// n comes from the 1.5 * 2^23 shifter: adding it rounds x / ln 2 to an integer held in the low
+// mantissa bits, which also become the exponent of 2^n (no float-int conversions, no floor).
 // exp(-inf) = 0 exactly (masked scores), exp(x > 88) = inf, NaN stays NaN.
 inline f32x8 exp8(f32x8 x) {
-  f32x8 xc = x < -87.0f ? splat8(-87.0f) : (x > 88.0f ? splat8(88.0f) : x);
-  f32x8 t = xc * 1.44269504088896341f + 0.5f;
-  f32x8 n = __builtin_convertvector(__builtin_convertvector(t, i32x8), f32x8);  // trunc
-  n = n > t ? n - 1.0f : n;                                                      // floor
+  const f32x8 lo = splat8(-87.0f), hi = splat8(88.0f), shifter = splat8(12582912.0f);
+#ifdef __AVX__
+  // max/min return their second operand when one is NaN: x, so NaN goes through.
+  f32x8 xc = (f32x8)_mm256_min_ps((__m256)hi, _mm256_max_ps((__m256)lo, (__m256)x));
+#else
+  f32x8 xc = x < lo ? lo : (x > hi ? hi : x);
+#endif
+  const f32x8 t = xc * 1.44269504088896341f + shifter;
+  const f32x8 n = t - shifter;
   f32x8 r = xc - n * 0.693359375f;
   r = r + n * 2.12194440e-4f;
   f32x8 p = splat8(1.0f / 5040.0f);
@@ -104,10 +115,9 @@ inline f32x8 exp8(f32x8 x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  i32x8 bits = (__builtin_convertvector(n, i32x8) + 127) << 23;
-  f32x8 scale = (f32x8)bits;  // a bit cast between vector types of one size
-  f32x8 y = p * scale;
-  return x < -87.0f ? splat8(0.0f) : (x > 88.0f ? splat8(INFINITY) : y);
+  const i32x8 bits = ((i32x8)t - (i32x8)shifter + 127) << 23;  // bit casts between vector types of one size
+  const f32x8 y = p * (f32x8)bits;
+  return x < lo ? splat8(0.0f) : (x > hi ? splat8(INFINITY) : y);
 }
 // tanh(u) = 1 - 2 / (exp(2u) + 1), exact at the saturated ends.
 inline f32x8 tanh8(f32x8 u) { return 1.0f - 2.0f / (exp8(2.0f * u) + 1.0f); }

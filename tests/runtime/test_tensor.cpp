@@ -144,6 +144,7 @@ TEST(VecMath, ExpF32IsAccurateOverItsRange) {
   EXPECT_EQ(loom::runtime::cpu::exp_f32(-INFINITY), 0.0f);
   EXPECT_EQ(loom::runtime::cpu::exp_f32(-200.0f), 0.0f);
   EXPECT_TRUE(std::isinf(loom::runtime::cpu::exp_f32(100.0f)));
+  EXPECT_TRUE(std::isnan(loom::runtime::cpu::exp_f32(NAN)));
   EXPECT_NEAR(loom::runtime::cpu::vtanh(3.0f), std::tanh(3.0f), 3e-7);
 }
 
