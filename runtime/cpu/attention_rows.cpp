@@ -54,35 +54,6 @@ struct RowLimits {
   }
 };
 
-template <class T> T max_row(const T* s, int64_t n) {
-  if constexpr (std::is_same_v<T, float>) {
-    f32x8 mv = splat8(-INFINITY);
-    for_blocks8(0, n, [&](int64_t c, int64_t m) { mv = vmax8(mv, load8(s + c, m, -INFINITY)); });
-    return hmax8(mv);
-  } else {
-    T m = -std::numeric_limits<T>::infinity();
-    for (int64_t c = 0; c < n; ++c) m = std::max(m, s[c]);
-    return m;
-  }
-}
-
-// s[c] = exp(s[c] - sub) for c < n through the 8-lane exp; returns their sum (in f64).
-template <class T> double exp_sum_row(T* s, int64_t n, T sub) {
-  if constexpr (std::is_same_v<T, float>) {
-    UnitSum es;
-    for_blocks8(0, n, [&](int64_t c, int64_t m) {
-      const f32x8 e = exp8(load8(s + c, m, -INFINITY) - sub);  // padded lanes: exp(-inf) = 0
-      store8(s + c, e, m);
-      es.add(e);
-    });
-    return es.total();
-  } else {
-    double t = 0;
-    for (int64_t c = 0; c < n; ++c) t += (s[c] = std::exp(s[c] - sub));
-    return t;
-  }
-}
-
 // Software prefetch of `rows` rows of D elements, `stride` elements apart.
 template <class T> void prefetch_rows(const T* p, int64_t rows, int64_t stride, int64_t D) {
   for (int64_t r = 0; r < rows; ++r)
@@ -227,8 +198,8 @@ template <class T> void forward(const KernelArgs& a) {
           l[r] = 0;
           continue;
         }
-        m[r] = max_row(s, n);
-        l[r] = exp_sum_row(s, n, m[r]);
+        m[r] = row_max(s, n);
+        l[r] = exp_sub_sum(s, s, n, m[r]);
       }
       small_gemm(rows, D, kend, T(1), S.data(), ld, int64_t(1), vrow, ks, T(0), orow, qs);  // out = P V
       for (int64_t r = 0; r < rows; ++r) {

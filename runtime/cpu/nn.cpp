@@ -28,20 +28,14 @@ template <bool kLog> void k_softmax(const KernelArgs& a) {
       for (int64_t r = b; r < e; ++r) {
         const T* xr = px + r * n;
         T* yr = py + r * n;
-        T m = -std::numeric_limits<T>::infinity();
-        for (int64_t j = 0; j < n; ++j) m = std::max(m, xr[j]);
+        T m = row_max(xr, n);
         if (m == -std::numeric_limits<T>::infinity()) m = 0;  // all -inf: avoid inf - inf
-        double s = 0;
-        for (int64_t j = 0; j < n; ++j) {
-          T ex = vexp(xr[j] - m);
-          if constexpr (!kLog) yr[j] = ex;
-          s += double(ex);
-        }
+        const double s = exp_sub_sum(xr, kLog ? nullptr : yr, n, m);
         if constexpr (kLog) {
-          T lse = m + T(std::log(s));
+          const T lse = m + T(std::log(s));
           for (int64_t j = 0; j < n; ++j) yr[j] = xr[j] - lse;
         } else {
-          T inv = T(1.0 / s);
+          const T inv = T(1.0 / s);
           for (int64_t j = 0; j < n; ++j) yr[j] *= inv;
         }
       }
@@ -102,27 +96,12 @@ void k_cross_entropy(const KernelArgs& a) {
     parallel_for(N, std::max<int64_t>(1, 2048 / std::max<int64_t>(V, 1)), [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
         const T* xr = px + r * V;
-        double s = 0, sx = 0;
-        T m;
-        if constexpr (std::is_same_v<T, float>) {  // 8 lanes, sums in f64 lanes
-          f32x8 mv = splat8(-INFINITY);
-          for_blocks8(0, V, [&](int64_t j, int64_t n) { mv = vmax8(mv, load8(xr + j, n, -INFINITY)); });
-          m = hmax8(mv);
-          UnitSum es;  // exp(x - m) is in [0, 1]
-          f64x4 x0{}, x1{};
-          for_blocks8(0, V, [&](int64_t j, int64_t n) {
-            es.add(exp8(load8(xr + j, n, -INFINITY) - m));
-            if (eps != 0) acc_f64(x0, x1, load8(xr + j, n));
-          });
-          s = es.total();
-          sx = hsum_f64(x0, x1);
-        } else {
-          m = xr[0];
-          for (int64_t j = 1; j < V; ++j) m = std::max(m, xr[j]);
-          for (int64_t j = 0; j < V; ++j) {
-            s += double(vexp(xr[j] - m));
-            sx += double(xr[j]);
-          }
+        const T m = row_max(xr, V);
+        const double s = exp_sub_sum(xr, static_cast<T*>(nullptr), V, m);
+        double sx = 0;  // sum of the logits, for label smoothing only
+        if (eps != 0) {
+          if constexpr (std::is_same_v<T, float>) sx = sum8_f64(V, [&](int64_t j, int64_t n) { return load8(xr + j, n); });
+          else for (int64_t j = 0; j < V; ++j) sx += xr[j];
         }
         double lse = double(m) + std::log(s);
         plse[r] = T(lse);

@@ -7,9 +7,12 @@
 // same vector code whether it sits in a full block of 8 or in a tail (tails are padded into a
 // vector, see load8/store8), and the scalar exp_f32 is lane 0 of the vector one.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <type_traits>
 
 #ifdef __AVX__
 #include <immintrin.h>
@@ -124,6 +127,43 @@ inline f32x8 tanh8(f32x8 u) { return 1.0f - 2.0f / (exp8(2.0f * u) + 1.0f); }
 inline f32x8 sigmoid8(f32x8 x) { return 1.0f / (1.0f + exp8(-x)); }
 
 inline float exp_f32(float x) { return exp8(splat8(x))[0]; }
+
+
+// Row statistics shared by softmax, cross-entropy and attention (f32 through the 8 lanes, f64
+// scalar with std::exp).
+// max of x[0, n); -inf when n = 0.
+template <class T> T row_max(const T* x, int64_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    f32x8 mv = splat8(-INFINITY);
+    for_blocks8(0, n, [&](int64_t c, int64_t m) { mv = vmax8(mv, load8(x + c, m, -INFINITY)); });
+    return hmax8(mv);
+  } else {
+    T m = -std::numeric_limits<T>::infinity();
+    for (int64_t c = 0; c < n; ++c) m = std::max(m, x[c]);
+    return m;
+  }
+}
+// y[c] = exp(x[c] - sub) for c < n (y may be x; nullptr only sums); returns the sum in f64.
+// sub should be the row's max, so every term is in [0, 1] (UnitSum's precondition).
+template <class T> double exp_sub_sum(const T* x, T* y, int64_t n, T sub) {
+  if constexpr (std::is_same_v<T, float>) {
+    UnitSum es;
+    for_blocks8(0, n, [&](int64_t c, int64_t m) {
+      const f32x8 e = exp8(load8(x + c, m, -INFINITY) - sub);  // padded lanes: exp(-inf) = 0
+      if (y) store8(y + c, e, m);
+      es.add(e);
+    });
+    return es.total();
+  } else {
+    double t = 0;
+    for (int64_t c = 0; c < n; ++c) {
+      const T e = std::exp(x[c] - sub);
+      if (y) y[c] = e;
+      t += e;
+    }
+    return t;
+  }
+}
 
 template <class T> inline T vexp(T x) { return std::exp(x); }
 template <> inline float vexp<float>(float x) { return exp_f32(x); }
