@@ -195,9 +195,10 @@ struct GeluTanhF {
     T u = T(kSqrt2OverPi) * (x + T(0.044715) * x * x * x);
     return T(0.5) * x * (T(1) + vtanh(u));
   }
+  // 0.5 (1 + tanh u) = sigmoid(2u): one exp and one division, no tanh.
   static f32x8 vec(f32x8 x) {
     f32x8 u = float(kSqrt2OverPi) * (x + 0.044715f * x * x * x);
-    return 0.5f * x * (1.0f + tanh8(u));
+    return x / (1.0f + exp8(-2.0f * u));
   }
 };
 struct GeluErfF {
@@ -239,11 +240,13 @@ struct GeluTanhGradF {
     T du = T(kSqrt2OverPi) * (T(1) + T(3 * 0.044715) * x * x);
     return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du;
   }
+  // With s = sigmoid(2u) = 0.5 (1 + tanh u): 1 - tanh^2 u = 4 s (1 - s), so
+  // gelu'(x) = s + 2 x s (1 - s) du/dx = s (1 + 2 x (1 - s) du/dx).
   static f32x8 vec(f32x8 x) {
     f32x8 u = float(kSqrt2OverPi) * (x + 0.044715f * x * x * x);
-    f32x8 t = tanh8(u);
+    f32x8 s = 1.0f / (1.0f + exp8(-2.0f * u));
     f32x8 du = float(kSqrt2OverPi) * (1.0f + float(3 * 0.044715) * x * x);
-    return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du;
+    return s * (1.0f + 2.0f * x * (1.0f - s) * du);
   }
 };
 struct GeluErfGradF {

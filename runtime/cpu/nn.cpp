@@ -303,10 +303,19 @@ void k_layer_norm_backward(const KernelArgs& a) {
         sg /= double(C);
         sgx /= double(C);
         T* out = pgx + r * C;
-        for (int64_t c = 0; c < C; ++c) {
-          double g = double(gr[c]) * (pw ? double(pw[c]) : 1.0);
-          double xh = (double(xr[c]) - double(pm[r])) * double(pr[r]);
-          out[c] = T(double(pr[r]) * (g - sg - xh * sgx));
+        if constexpr (std::is_same_v<T, float>) {  // the row sums are f64; the map is f32
+          const float mu = pm[r], rs = pr[r], msg = float(sg), msgx = float(sgx);
+          for_blocks8(0, C, [&](int64_t c, int64_t m) {
+            const f32x8 g = pw ? load8(gr + c, m) * load8(pw + c, m) : load8(gr + c, m);
+            const f32x8 xh = (load8(xr + c, m) - mu) * rs;
+            store8(out + c, rs * (g - msg - xh * msgx), m);
+          });
+        } else {
+          for (int64_t c = 0; c < C; ++c) {
+            double g = double(gr[c]) * (pw ? double(pw[c]) : 1.0);
+            double xh = (double(xr[c]) - double(pm[r])) * double(pr[r]);
+            out[c] = T(double(pr[r]) * (g - sg - xh * sgx));
+          }
         }
       }
     });
@@ -316,9 +325,18 @@ void k_layer_norm_backward(const KernelArgs& a) {
     reduce_rows_fixed<T>(R, C, 2, sums, [&](int64_t r, double* acc) {
       const T* xr = px + r * C;
       const T* gr = pg + r * C;
-      for (int64_t c = 0; c < C; ++c) {
-        acc[c] += double(gr[c]) * (double(xr[c]) - double(pm[r])) * double(pr[r]);
-        acc[C + c] += double(gr[c]);
+      if constexpr (std::is_same_v<T, float>) {  // f32 products, f64 sums
+        const float mu = pm[r], rs = pr[r];
+        for_blocks8(0, C, [&](int64_t c, int64_t m) {
+          const f32x8 g = load8(gr + c, m);
+          add8_f64(acc + c, g * ((load8(xr + c, m) - mu) * rs), m);
+          add8_f64(acc + C + c, g, m);
+        });
+      } else {
+        for (int64_t c = 0; c < C; ++c) {
+          acc[c] += double(gr[c]) * (double(xr[c]) - double(pm[r])) * double(pr[r]);
+          acc[C + c] += double(gr[c]);
+        }
       }
     });
     if (want_w) {
@@ -395,9 +413,17 @@ void k_rms_norm_backward(const KernelArgs& a) {
         }
         sgx /= double(C);
         T* out = pgx + r * C;
-        for (int64_t c = 0; c < C; ++c) {
-          double g = double(gr[c]) * (pw ? double(pw[c]) : 1.0);
-          out[c] = T(rs * (g - double(xr[c]) * rs * sgx));
+        if constexpr (std::is_same_v<T, float>) {  // the row sum is f64; the map is f32
+          const float rsf = float(rs), k = float(rs * sgx);
+          for_blocks8(0, C, [&](int64_t c, int64_t m) {
+            const f32x8 g = pw ? load8(gr + c, m) * load8(pw + c, m) : load8(gr + c, m);
+            store8(out + c, rsf * (g - load8(xr + c, m) * k), m);
+          });
+        } else {
+          for (int64_t c = 0; c < C; ++c) {
+            double g = double(gr[c]) * (pw ? double(pw[c]) : 1.0);
+            out[c] = T(rs * (g - double(xr[c]) * rs * sgx));
+          }
         }
       }
     });
@@ -406,8 +432,13 @@ void k_rms_norm_backward(const KernelArgs& a) {
     reduce_rows_fixed<T>(R, C, 1, sums, [&](int64_t r, double* acc) {
       const T* xr = px + r * C;
       const T* gr = pg + r * C;
-      double rs = double(pr[r]);
-      for (int64_t c = 0; c < C; ++c) acc[c] += double(gr[c]) * double(xr[c]) * rs;
+      if constexpr (std::is_same_v<T, float>) {  // f32 products, f64 sums
+        const float rs = pr[r];
+        for_blocks8(0, C, [&](int64_t c, int64_t m) { add8_f64(acc + c, load8(gr + c, m) * (load8(xr + c, m) * rs), m); });
+      } else {
+        double rs = double(pr[r]);
+        for (int64_t c = 0; c < C; ++c) acc[c] += double(gr[c]) * double(xr[c]) * rs;
+      }
     });
     T* gw = static_cast<T*>(a.out[1].raw_data());
     for (int64_t c = 0; c < C; ++c) gw[c] = T(sums[size_t(c)]);

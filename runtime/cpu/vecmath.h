@@ -67,6 +67,19 @@ template <class F> inline double sum8_f64(int64_t n, F&& f) {
   f64x4 s = lo + hi;
   return (s[0] + s[1]) + (s[2] + s[3]);
 }
+// acc[i] += v[i] for i < n <= 8, in f64 (per-column parameter-gradient sums of the norms).
+inline void add8_f64(double* acc, f32x8 v, int64_t n = 8) {
+  if (n < 8) {
+    for (int64_t i = 0; i < n; ++i) acc[i] += double(v[i]);
+    return;
+  }
+  f64x4 lo, hi;
+  std::memcpy(&lo, acc, sizeof lo);
+  std::memcpy(&hi, acc + 4, sizeof hi);
+  acc_f64(lo, hi, v);
+  std::memcpy(acc, &lo, sizeof lo);
+  std::memcpy(acc + 4, &hi, sizeof hi);
+}
 inline double hsum_f64(f64x4 lo, f64x4 hi) {
   f64x4 s = lo + hi;
   return (s[0] + s[1]) + (s[2] + s[3]);
