@@ -525,7 +525,8 @@ TEST(Attention, BackwardIsIndependentOfThreadCount) {
 // all-true mask, which changes nothing, sends the same problem to the tiled kernel. The two must
 // agree, forward and backward, at training-like shapes (several query blocks, GQA, offsets).
 TEST(Attention, RowBlockKernelMatchesTiledKernel) {
-  for (auto [T, D, causal] : {std::tuple<int64_t, int64_t, bool>{200, 32, true}, {96, 64, false}, {33, 5, true}}) {
+  for (auto [T, D, causal] : {std::tuple<int64_t, int64_t, bool>{200, 32, true}, {96, 64, false}, {33, 5, true},
+                                  {70, 12, true}}) {  // D = 12: one 8 x 8 transpose block and 4 scalar rows
     SCOPED_TRACE(::testing::Message() << "T=" << T << " D=" << D << " causal=" << causal);
     Spec rows;
     rows.B = 2, rows.Tq = T, rows.Tk = T + 3, rows.H = 4, rows.Hkv = 2, rows.D = D, rows.causal = causal;
