@@ -141,7 +141,6 @@ inline f32x8 sigmoid8(f32x8 x) { return 1.0f / (1.0f + exp8(-x)); }
 
 inline float exp_f32(float x) { return exp8(splat8(x))[0]; }
 
-
 // Row statistics shared by softmax, cross-entropy and attention (f32 through the 8 lanes, f64
 // scalar with std::exp).
 // max of x[0, n); -inf when n = 0.
