@@ -38,9 +38,9 @@
 namespace loom::runtime::cpu {
 namespace {
 
-// Query rows per block (BQ): 4 whole row tiles of small_gemm's 6. At 32 the fifth tile had 2
-// rows; 24 measured 3-5% faster forward and backward at the bench_train shapes (1 thread).
-constexpr int64_t kBlockQ = 24;
+// Query rows per block (BQ): 4 whole row tiles of small_gemm. At 32 the fifth tile had 2 rows;
+// 24 measured 3-5% faster forward and backward at the bench_train shapes (1 thread).
+constexpr int64_t kBlockQ = 4 * small_gemm_detail::kMaxRows;
 constexpr int64_t kMaxKeys = 16384;      // longer key ranges use the tiled kernel (buffer size)
 constexpr int64_t kPad = 16;             // score rows are computed in whole 16-column tiles
 

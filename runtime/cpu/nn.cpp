@@ -63,7 +63,12 @@ template <bool kLog> void k_softmax_backward(const KernelArgs& a) {
         double s = 0;
         if constexpr (kLog) {
           for (int64_t j = 0; j < n; ++j) s += double(gr[j]);
-          for (int64_t j = 0; j < n; ++j) xr[j] = gr[j] - vexp(yr[j]) * T(s);
+          if constexpr (std::is_same_v<T, float>) {  // the 8-lane exp, as in the forward
+            const float sf = float(s);
+            for_blocks8(0, n, [&](int64_t j, int64_t m) { store8(xr + j, load8(gr + j, m) - exp8(load8(yr + j, m)) * sf, m); });
+          } else {
+            for (int64_t j = 0; j < n; ++j) xr[j] = gr[j] - vexp(yr[j]) * T(s);
+          }
         } else {
           for (int64_t j = 0; j < n; ++j) s += double(gr[j]) * double(yr[j]);
           for (int64_t j = 0; j < n; ++j) xr[j] = yr[j] * (gr[j] - T(s));
