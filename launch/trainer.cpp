@@ -78,8 +78,8 @@ std::vector<double> measure_stage_costs(const models::ModelConfig& mc, int64_t r
     std::vector<double> ts;
     for (int r = 0; r < 4; ++r) {
       auto t0 = std::chrono::steady_clock::now();
-      Tensor out = m.forward_stage(st.embedding ? ids : x);
-      (st.head ? m.loss_sum(out, ids) : sum(out)).backward();
+      Tensor in = st.embedding ? ids : x;
+      (st.head ? m.stage_loss_sum(in, ids) : sum(m.forward_stage(in))).backward();
       if (r) ts.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
     std::sort(ts.begin(), ts.end());
@@ -335,9 +335,8 @@ class Trainer {
     const int64_t t_local = tp_.sp() ? seq_ / tp_.size() : seq_;
     f.forward = [this, &parts, valid, step, stage, dp_rank, seed](int m, const Tensor& input) {
       default_generator().set_state(micro_rng(seed, step, m, stage, dp_rank));
-      Tensor out = model_.forward_stage(input);
-      if (!pipeline_->last()) return out;
-      return mul_scalar(model_.loss_sum(out, parts[size_t(m)].targets), 1.0 / std::max(valid, 1.0));
+      if (!pipeline_->last()) return model_.forward_stage(input);
+      return mul_scalar(model_.stage_loss_sum(input, parts[size_t(m)].targets), 1.0 / std::max(valid, 1.0));
     };
     f.first_input = [&parts](int m) { return parts[size_t(m)].inputs.numel() ? parts[size_t(m)].inputs : Tensor(); };
     f.activation_shape = [this, &parts, t_local](int m) {

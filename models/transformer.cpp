@@ -157,13 +157,27 @@ Tensor TransformerLM::embed(const Tensor& ids, const Tensor& positions) const {
   return drop(x);
 }
 
+const Tensor& TransformerLM::head_weight() const {
+  return cfg_.tie_embeddings ? param("model.embed_tokens.weight") : param("lm_head.weight");
+}
+
 Tensor TransformerLM::head(const Tensor& x) const {
-  Tensor h = parallel::enter_region(norm(x, "model.norm"), tp_);
-  return linear(h, cfg_.tie_embeddings ? param("model.embed_tokens.weight") : param("lm_head.weight"));
+  return linear(parallel::enter_region(norm(x, "model.norm"), tp_), head_weight());
 }
 
 Tensor TransformerLM::loss_sum(const Tensor& logits, const Tensor& targets) const {
   return parallel::vocab_parallel_cross_entropy(logits.view({-1, logits.size(-1)}), targets.reshape({-1}), vocab_, tp_);
+}
+
+Tensor TransformerLM::stage_loss_sum(const Tensor& input, const Tensor& targets, const Tensor& positions,
+                                     const AttentionMask* mask) const {
+  if (!stage_.head) throw std::logic_error("stage_loss_sum: this pipeline stage has no LM head");
+  Tensor x = stage_body(input, positions, mask);
+  if (tp_.active()) return loss_sum(head(x), targets);
+  CrossEntropyOptions ce;
+  ce.reduction = Reduction::sum;
+  Tensor h = norm(x, "model.norm");
+  return linear_cross_entropy(h.reshape({-1, h.size(-1)}), head_weight(), targets.reshape({-1}), ce);
 }
 
 Tensor TransformerLM::block(const Tensor& x, int l, const Tensor& positions, const AttendFn& attend) const {
@@ -192,6 +206,11 @@ Tensor TransformerLM::forward(const Tensor& ids, const Tensor& positions, const 
 }
 
 Tensor TransformerLM::forward_stage(const Tensor& input, const Tensor& positions, const AttentionMask* mask) const {
+  Tensor x = stage_body(input, positions, mask);
+  return stage_.head ? head(x) : x;
+}
+
+Tensor TransformerLM::stage_body(const Tensor& input, const Tensor& positions, const AttentionMask* mask) const {
   if (stage_.embedding && (input.dim() != 2 || input.dtype() != DType::i64))
     throw std::invalid_argument("forward: ids must be i64 [B, T]");
   if (!stage_.embedding && input.dim() != 3)
@@ -217,7 +236,7 @@ Tensor TransformerLM::forward_stage(const Tensor& input, const Tensor& positions
       x = block(x, l, pos, [&m](const Tensor& q, const Tensor& k, const Tensor& v) { return attention(q, k, v, m).out; });
     }
   }
-  return stage_.head ? head(x) : x;
+  return x;
 }
 
 // ---- cached decoding ------------------------------------------------------------------------------

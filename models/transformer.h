@@ -73,6 +73,11 @@ class TransformerLM {
   // Cross-entropy summed over the targets != -100, from forward's logits (vocabulary-parallel
   // under tensor parallelism: the full logits are never gathered).
   Tensor loss_sum(const Tensor& logits, const Tensor& targets) const;
+  // loss_sum(forward_stage(input, ...), targets) on the last stage, for training: without tensor
+  // parallelism the LM head and the loss run fused (runtime::linear_cross_entropy), so the
+  // logits are never a separate tensor and their gradient reuses their memory.
+  Tensor stage_loss_sum(const Tensor& input, const Tensor& targets, const Tensor& positions = Tensor(),
+                        const runtime::AttentionMask* mask = nullptr) const;
 
   const parallel::TensorParallel& tensor_parallel() const { return tp_; }
   parallel::Range vocab_range() const { return vocab_; }  // the vocabulary rows this rank holds
@@ -100,6 +105,9 @@ class TransformerLM {
   Tensor row_proj(const Tensor& x, const std::string& name) const;
   Tensor embed(const Tensor& ids, const Tensor& positions) const;
   Tensor head(const Tensor& x) const;
+  const Tensor& head_weight() const;
+  // forward_stage up to (not including) the head: the last block's output [B, T, C].
+  Tensor stage_body(const Tensor& input, const Tensor& positions, const runtime::AttentionMask* mask) const;
   // One decoder block; `attend` maps rotated q [B, T, H, D] and k, v [B, T, Hkv, D] to the
   // attention output [B, T, H, D] (full-sequence attention in training, the cache in decoding).
   using AttendFn = std::function<Tensor(const Tensor& q, const Tensor& k, const Tensor& v)>;

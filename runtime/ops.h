@@ -101,6 +101,11 @@ struct CrossEntropyOptions {
 };
 // logits [N, V] (or [..., V]), target [N] i64 -> scalar (or per-token [N] with Reduction::none).
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntropyOptions& opt = {});
+// cross_entropy(linear(x, weight), target, opt) for x [..., C], weight [V, C], target [...]
+// (an LM head and its loss), fused on the CPU: the [N, V] logits are computed once and become
+// their own gradient, so the backward makes no pass over them and allocates no second [N, V].
+Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& target,
+                            const CrossEntropyOptions& opt = {});
 Tensor embedding(const Tensor& weight, const Tensor& ids);  // weight [V, C], ids [...] -> [..., C]
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps = 1e-6);

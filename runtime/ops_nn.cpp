@@ -45,29 +45,12 @@ Tensor log_softmax(const Tensor& x, int64_t dim) {
   });
 }
 
-Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntropyOptions& opt) {
-  require_floating(logits, "cross_entropy");
-  if (target.dtype() != DType::i64) fail("cross_entropy", "target must be i64");
-  int64_t V = logits.size(-1);
-  Tensor x = contig(logits).view({-1, V});
-  Tensor t = contig(target).view({-1});
-  if (t.numel() != x.size(0))
-    fail("cross_entropy", "logits " + logits.shape().str() + " and target " + target.shape().str() + " disagree");
-  if (opt.label_smoothing < 0 || opt.label_smoothing > 1) fail("cross_entropy", "label_smoothing outside [0, 1]");
-  OpAttrs at;
-  at.ignore_index = opt.ignore_index;
-  at.label_smoothing = opt.label_smoothing;
-  Tensor loss = new_empty(x, {x.size(0)}), lse = new_empty(x, {x.size(0)});
-  dispatch(Op::cross_entropy, {x, t}, {loss, lse}, at);
-  Dims logits_shape = logits.shape();
-  record_lambda("CrossEntropyBackward", {logits}, loss, [x, t, lse, at, logits_shape](std::vector<Tensor>&& g) {
-    Tensor gx = empty_like(x);
-    dispatch(Op::cross_entropy_backward, {x, t, lse, contig(g[0])}, {gx}, at);
-    return std::vector<Tensor>{gx.view(logits_shape)};
-  });
-  Tensor per_token = loss;
+namespace {
+// Per-token losses [N] -> what opt.reduction asks for (t: the flat targets).
+Tensor reduce_token_losses(const Tensor& per_token, const Tensor& t, const Dims& target_shape,
+                           const CrossEntropyOptions& opt) {
   switch (opt.reduction) {
-    case Reduction::none: return per_token.view(target.shape());
+    case Reduction::none: return per_token.view(target_shape);
     case Reduction::sum: return sum(per_token);
     case Reduction::mean: {
       int64_t count;
@@ -81,6 +64,104 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntr
     }
   }
   return per_token;
+}
+
+// `input` holds one row per target: the logits, or linear_cross_entropy's x.
+void check_cross_entropy_args(const Tensor& input, const Tensor& target, const CrossEntropyOptions& opt,
+                              const char* op) {
+  require_floating(input, op);
+  if (target.dtype() != DType::i64) fail(op, "target must be i64");
+  if (input.dim() < 1 || target.numel() * input.size(-1) != input.numel())
+    fail(op, std::string(op == std::string("cross_entropy") ? "logits " : "input ") + input.shape().str() +
+                 " and target " + target.shape().str() + " disagree");
+  if (opt.label_smoothing < 0 || opt.label_smoothing > 1) fail(op, "label_smoothing outside [0, 1]");
+}
+
+OpAttrs cross_entropy_attrs(const CrossEntropyOptions& opt) {
+  OpAttrs at;
+  at.ignore_index = opt.ignore_index;
+  at.label_smoothing = opt.label_smoothing;
+  return at;
+}
+
+// scale * a [M, K] @ b [K, N] (either may be a transposed view), outside autograd.
+Tensor scaled_matmul(const Tensor& a, const Tensor& b, double scale) {
+  Tensor out = new_empty(a, {a.size(0), b.size(1)});
+  Tensor out3 = out.view({1, a.size(0), b.size(1)});
+  OpAttrs at;
+  at.scale = scale;
+  dispatch(Op::matmul, {unsqueeze(a, 0), unsqueeze(b, 0)}, {out3}, at);
+  return out;
+}
+
+// The one value of g over the rows whose target is counted, if there is one (0 when none is):
+// sum and mean reductions give every row the same gradient.
+bool uniform_row_gradient(const Tensor& g, const Tensor& t, int64_t ignore_index, double* value) {
+  const Tensor gd = g.to(DType::f64);
+  const double* pg = gd.data<double>();
+  const int64_t* pt = t.data<int64_t>();
+  bool seen = false;
+  *value = 0;
+  for (int64_t r = 0; r < t.numel(); ++r) {
+    if (pt[r] == ignore_index) continue;
+    if (seen && pg[r] != *value) return false;
+    *value = pg[r];
+    seen = true;
+  }
+  return true;
+}
+}  // namespace
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntropyOptions& opt) {
+  check_cross_entropy_args(logits, target, opt, "cross_entropy");
+  int64_t V = logits.size(-1);
+  Tensor x = contig(logits).view({-1, V});
+  Tensor t = contig(target).view({-1});
+  OpAttrs at = cross_entropy_attrs(opt);
+  Tensor loss = new_empty(x, {x.size(0)}), lse = new_empty(x, {x.size(0)});
+  dispatch(Op::cross_entropy, {x, t}, {loss, lse}, at);
+  Dims logits_shape = logits.shape();
+  record_lambda("CrossEntropyBackward", {logits}, loss, [x, t, lse, at, logits_shape](std::vector<Tensor>&& g) {
+    Tensor gx = empty_like(x);
+    dispatch(Op::cross_entropy_backward, {x, t, lse, contig(g[0])}, {gx}, at);
+    return std::vector<Tensor>{gx.view(logits_shape)};
+  });
+  return reduce_token_losses(loss, t, target.shape(), opt);
+}
+
+// The logits G = x W^T exist once: the cross-entropy kernel overwrites them, row by row while
+// the row is in cache, with d loss_i / d logits_i. Backward is then two GEMMs whose alpha carries
+// the loss gradient (one value per counted row under sum/mean), with no pass over [N, V] and no
+// second [N, V] buffer. On other devices (and without gradients) it is the composition.
+Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& target,
+                            const CrossEntropyOptions& opt) {
+  if (weight.dim() != 2 || x.dim() < 1 || x.size(-1) != weight.size(1))
+    fail("linear_cross_entropy", "input " + x.shape().str() + " does not match weight [V, C] " + weight.shape().str());
+  check_cross_entropy_args(x, target, opt, "linear_cross_entropy");  // before the GEMM
+  const bool wants_grad = grad_enabled() && (x.requires_grad() || weight.requires_grad());
+  if (!wants_grad || !x.device().is_cpu()) return cross_entropy(linear(x, weight), target, opt);
+  const int64_t C = x.size(-1);
+  Tensor x2 = contig(x).view({-1, C}), wd = weight.detach();
+  Tensor t = contig(target).view({-1});
+  Tensor G = matmul(x2, transpose(wd, 0, 1));  // the logits [N, V] (x2, wd: no autograd)
+  Tensor loss = new_empty(G, {G.size(0)}), lse = new_empty(G, {G.size(0)});
+  dispatch(Op::cross_entropy, {G, t}, {loss, lse, G}, cross_entropy_attrs(opt));
+  const bool gx = x.requires_grad(), gw = weight.requires_grad();
+  const int64_t ignore = opt.ignore_index;
+  Dims x_shape = x.shape();
+  record_lambda("LinearCrossEntropyBackward", {x, weight}, loss,
+                [G, x2, wd, t, gx, gw, ignore, x_shape](std::vector<Tensor>&& g) {
+                  if (!g[0].defined()) return std::vector<Tensor>{Tensor(), Tensor()};
+                  double s = 1;
+                  Tensor Gs = G;  // ignored rows of G are 0
+                  if (!uniform_row_gradient(g[0], t, ignore, &s)) {
+                    Gs = mul(G, unsqueeze(contig(g[0]), 1));
+                    s = 1;
+                  }
+                  return std::vector<Tensor>{gx ? scaled_matmul(Gs, wd, s).view(x_shape) : Tensor(),
+                                             gw ? scaled_matmul(transpose(Gs, 0, 1), x2, s) : Tensor()};
+                });
+  return reduce_token_losses(loss, t, target.shape(), opt);
 }
 
 Tensor embedding(const Tensor& weight, const Tensor& ids) {

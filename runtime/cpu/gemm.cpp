@@ -125,13 +125,15 @@ void k_matmul(const KernelArgs& args) {
     const T* pa = static_cast<const T*>(a.raw_data());
     const T* pb = static_cast<const T*>(b.raw_data());
     T* pc = static_cast<T*>(c.raw_data());
-    const T beta = T(args.attrs.beta);  // C = A B + beta C (linear's bias: C starts as the bias rows)
+    // C = scale A B + beta C (linear's bias: C starts as the bias rows; the fused cross-entropy's
+    // backward scales its products by the loss gradient).
+    const T alpha = T(args.attrs.scale), beta = T(args.attrs.beta);
     if (K == 0) {
       for (int64_t i = 0; i < c.numel(); ++i) pc[i] = beta == T(0) ? T(0) : beta * pc[i];
       return;
     }
     auto one = [&](int64_t i) {
-      gemm(la.trans, lb.trans, M, N, K, T(1), pa + i * sa, la.ld, pb + i * sb, lb.ld, beta, pc + i * M * N, N);
+      gemm(la.trans, lb.trans, M, N, K, alpha, pa + i * sa, la.ld, pb + i * sb, lb.ld, beta, pc + i * M * N, N);
     };
     // Many small products: one per thread. Few large ones: gemm() splits each over the threads.
     if (batch > 1 && M * N * K < (int64_t(1) << 21)) {

@@ -80,11 +80,17 @@ template <bool kLog> void k_softmax_backward(const KernelArgs& a) {
 
 // ---- cross-entropy fused with log-softmax ----------------------------------------------------
 // loss_i = (1 - eps) (lse_i - x_i,t) + eps (lse_i - mean_j x_ij); ignored rows give 0.
+// With a third output it also writes d loss_i / d x_ij = softmax_ij - (1 - eps) [j == t] - eps / V
+// (0 on ignored rows) while the row is still in cache: linear_cross_entropy's backward then needs
+// no pass over the logits. That output may be the logits themselves (each row is read before it
+// is overwritten).
 void k_cross_entropy(const KernelArgs& a) {
   const Tensor& logits = a.in[0];
   const Tensor& target = a.in[1];
   require_contiguous(logits, Op::cross_entropy, "logits");
   require_contiguous(target, Op::cross_entropy, "target");
+  const bool with_grad = a.out.size() > 2 && a.out[2].defined();
+  if (with_grad) require_contiguous(a.out[2], Op::cross_entropy, "glogits");
   int64_t V = logits.size(-1), N = rows_of(logits);
   double eps = a.attrs.label_smoothing;
   int64_t ignore = a.attrs.ignore_index;
@@ -98,24 +104,41 @@ void k_cross_entropy(const KernelArgs& a) {
     const T* px = static_cast<const T*>(logits.raw_data());
     T* ploss = static_cast<T*>(a.out[0].raw_data());
     T* plse = static_cast<T*>(a.out[1].raw_data());
+    T* pgrad = with_grad ? static_cast<T*>(a.out[2].raw_data()) : nullptr;
+    const T smooth = T(eps / double(V));
     parallel_for(N, std::max<int64_t>(1, 2048 / std::max<int64_t>(V, 1)), [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
         const T* xr = px + r * V;
-        const T m = row_max(xr, V);
-        const double s = exp_sub_sum(xr, static_cast<T*>(nullptr), V, m);
+        T* gr = pgrad ? pgrad + r * V : nullptr;
+        const int64_t t = pt[r];
+        const double xt = t == ignore ? 0.0 : double(xr[t]);
         double sx = 0;  // sum of the logits, for label smoothing only
         if (eps != 0) {
           if constexpr (std::is_same_v<T, float>) sx = sum8_f64(V, [&](int64_t j, int64_t n) { return load8(xr + j, n); });
           else for (int64_t j = 0; j < V; ++j) sx += xr[j];
         }
+        const T m = row_max(xr, V);
+        const double s = exp_sub_sum(xr, gr, V, m);  // gr = exp(x - m), when wanted
         double lse = double(m) + std::log(s);
         plse[r] = T(lse);
-        int64_t t = pt[r];
+        if (gr) {
+          if (t == ignore) {
+            std::fill(gr, gr + V, T(0));
+          } else {
+            const T inv = T(1.0 / s);
+            if constexpr (std::is_same_v<T, float>) {
+              for_blocks8(0, V, [&](int64_t j, int64_t n) { store8(gr + j, load8(gr + j, n) * inv - smooth, n); });
+            } else {
+              for (int64_t j = 0; j < V; ++j) gr[j] = gr[j] * inv - smooth;
+            }
+            gr[t] -= T(1 - eps);
+          }
+        }
         if (t == ignore) {
           ploss[r] = T(0);
           continue;
         }
-        ploss[r] = T((1 - eps) * (lse - double(xr[t])) + eps * (lse - sx / double(V)));
+        ploss[r] = T((1 - eps) * (lse - xt) + eps * (lse - sx / double(V)));
       }
     });
   });

@@ -74,7 +74,10 @@ void k_cross_entropy(const KernelArgs& a) {
   const Tensor& logits = a.in[0];
   const Tensor& target = a.in[1];
   DType dt = logits.dtype();
-  if (logits.dim() == 0 || !plain(logits, dt) || !plain(target, DType::i64) || !plain(a.out[0], dt) ||
+  // The optional fused gradient output (cpu/nn.cpp) runs on the host: linear_cross_entropy only
+  // asks for it on the CPU; on CUDA it composes the GEMM and these kernels.
+  const bool with_grad = a.out.size() > 2 && a.out[2].defined();
+  if (with_grad || logits.dim() == 0 || !plain(logits, dt) || !plain(target, DType::i64) || !plain(a.out[0], dt) ||
       !plain(a.out[1], dt) || !visit_f32_f64(dt, [](auto) {}))
     return dispatch_on_host(Op::cross_entropy, a.in, a.out, a.attrs);
   int64_t V = logits.size(-1), N = V == 0 ? 0 : logits.numel() / V;

@@ -105,14 +105,14 @@ void k_matmul(const KernelArgs& args) {
   cublasOperation_t opb = lb.trans ? CUBLAS_OP_T : CUBLAS_OP_N;
   cublasOperation_t opa = la.trans ? CUBLAS_OP_T : CUBLAS_OP_N;
   if (dt == DType::f32) {
-    const float one = 1.0f, beta = float(args.attrs.beta);  // C = A B + beta C
-    LOOM_CUBLAS_CHECK(cublasSgemmStridedBatched(h, opb, opa, int(N), int(M), int(K), &one,
+    const float alpha = float(args.attrs.scale), beta = float(args.attrs.beta);  // C = scale A B + beta C
+    LOOM_CUBLAS_CHECK(cublasSgemmStridedBatched(h, opb, opa, int(N), int(M), int(K), &alpha,
                                                 static_cast<const float*>(b.raw_data()), int(lb.ld), sb,
                                                 static_cast<const float*>(a.raw_data()), int(la.ld), sa, &beta,
                                                 static_cast<float*>(c.raw_data()), int(N), M * N, int(batch)));
   } else {
-    const double one = 1.0, beta = args.attrs.beta;
-    LOOM_CUBLAS_CHECK(cublasDgemmStridedBatched(h, opb, opa, int(N), int(M), int(K), &one,
+    const double alpha = args.attrs.scale, beta = args.attrs.beta;
+    LOOM_CUBLAS_CHECK(cublasDgemmStridedBatched(h, opb, opa, int(N), int(M), int(K), &alpha,
                                                 static_cast<const double*>(b.raw_data()), int(lb.ld), sb,
                                                 static_cast<const double*>(a.raw_data()), int(la.ld), sa, &beta,
                                                 static_cast<double*>(c.raw_data()), int(N), M * N, int(batch)));

@@ -89,7 +89,9 @@ Tensor lm_loss(const Tensor& logits, const Tensor& targets, int64_t ignore_index
   return runtime::cross_entropy(logits.reshape({-1, V}), targets.reshape({-1}), opt);
 }
 
-void check_model(const std::string& file, DType dt, Tolerance tol) {
+// fused: the loss through TransformerLM::stage_loss_sum (the LM head and the cross-entropy as one
+// op, what the trainer runs) instead of forward's logits and cross_entropy.
+void check_model(const std::string& file, DType dt, Tolerance tol, bool fused = false) {
   SafetensorsFile g = load_golden(file);
   const ModelConfig cfg = config_from(g);
   const int64_t B = meta_int(g, "B"), T = meta_int(g, "T"), steps = meta_int(g, "steps");
@@ -124,10 +126,24 @@ void check_model(const std::string& file, DType dt, Tolerance tol) {
   ASSERT_EQ(ids.dtype(), DType::i64);
   ASSERT_EQ(targets.dtype(), DType::i64);
 
+  double valid = 0;
+  for (double t : targets.to_double_vector()) valid += t != double(ignore_index);
+  auto loss_at_weights = [&](Tensor* logits) {
+    if (!fused) {
+      *logits = model.forward(ids);  // [B, T, V]
+      return lm_loss(*logits, targets, ignore_index);
+    }
+    {
+      runtime::NoGradGuard ng;
+      *logits = model.forward(ids);
+    }
+    return runtime::mul_scalar(model.stage_loss_sum(ids, targets), 1.0 / valid);
+  };
+
   // Forward and backward at the initial weights: logits, loss, every gradient.
   loom::testing::Comparer cmp;
-  Tensor logits = model.forward(ids);  // [B, T, V]
-  Tensor loss = lm_loss(logits, targets, ignore_index);
+  Tensor logits;
+  Tensor loss = loss_at_weights(&logits);
   loss.backward();
   cmp.check("logits", logits, g.at("logits"), tol.state);
   cmp.check("loss", loss, g.at("loss"), tol.state);
@@ -149,7 +165,7 @@ void check_model(const std::string& file, DType dt, Tolerance tol) {
   for (int64_t s = 0; s < steps; ++s) {
     if (s > 0) {
       opt.zero_grad();
-      loss = lm_loss(model.forward(ids), targets, ignore_index);
+      loss = loss_at_weights(&logits);
       loss.backward();
     }
     cmp.check("train.loss[" + std::to_string(s) + "]", loss, losses.narrow(0, s, 1), tol.state);
@@ -163,6 +179,9 @@ void check_model(const std::string& file, DType dt, Tolerance tol) {
 TEST(ModelGolden, LlamaF32) { check_model("llama_model_f32.safetensors", DType::f32, kTolF32); }
 TEST(ModelGolden, LlamaF64) { check_model("llama_model_f64.safetensors", DType::f64, kTolF64); }
 TEST(ModelGolden, LlamaTiedF32) { check_model("llama_model_tied_f32.safetensors", DType::f32, kTolF32); }
+TEST(ModelGolden, LlamaF32Fused) { check_model("llama_model_f32.safetensors", DType::f32, kTolF32, true); }
+TEST(ModelGolden, LlamaF64Fused) { check_model("llama_model_f64.safetensors", DType::f64, kTolF64, true); }
+TEST(ModelGolden, LlamaTiedF32Fused) { check_model("llama_model_tied_f32.safetensors", DType::f32, kTolF32, true); }
 
 }  // namespace
 }  // namespace loom::models

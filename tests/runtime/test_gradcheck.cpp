@@ -104,6 +104,19 @@ std::vector<GradCase> cases() {
                  return cross_entropy(x[0], ids({1, 2, 5, 0, 3, 3}, {2, 3}), o);
                },
                one({2, 3, 6}, 15)});
+  // The fused LM head + loss: a mean (one gradient value per row: the GEMMs' alpha) and a
+  // per-token loss weighted by R (a different value per row: the rows are scaled first).
+  c.push_back({"linear_cross_entropy_mean", [](auto& x) {
+                 return linear_cross_entropy(x[0], x[1], ids({1, -100, 4, 0}, {4}));
+               },
+               two({4, 3}, {6, 3})});
+  c.push_back({"linear_cross_entropy_smooth_none", [](auto& x) {
+                 CrossEntropyOptions o;
+                 o.label_smoothing = 0.1;
+                 o.reduction = Reduction::none;
+                 return linear_cross_entropy(x[0], x[1], ids({1, 2, -100, 0, 3, 5}, {2, 3}), o);
+               },
+               two({2, 3, 4}, {6, 4})});
   c.push_back({"embedding", [](auto& x) { return embedding(x[0], ids({1, 3, 1, 0, 4, 1}, {2, 3})); }, one({5, 4}, 16)});
   c.push_back({"layer_norm", [](auto& x) { return layer_norm(x[0], x[1], x[2], 1e-5); },
                [] { return std::vector<Tensor>{randn64({3, 6}, 1), randn64({6}, 2), randn64({6}, 3)}; }});
