@@ -1,5 +1,7 @@
-// cpu/gemm.cpp: GEMM through CBLAS (OpenBLAS) when built with it, else Eigen; and the batched
-// matmul kernel. A matrix operand may be stored row-major or transposed (a transpose view),
+// cpu/gemm.cpp: the one place that picks the f32 GEMM path, and the batched matmul kernel.
+// Row-major A with K <= 768 (a layer's activations times a weight): cpu/gemm_rows.cpp; every
+// other product (A transposed: the weight gradients; long K): CBLAS (OpenBLAS) when built with
+// it, else Eigen. A matrix operand may be stored row-major or transposed (a transpose view),
 // so transposes never copy.
 #include "runtime/cpu/gemm.h"
 
@@ -12,6 +14,7 @@
 #include <Eigen/Core>
 
 #include "runtime/cpu/common.h"
+#include "runtime/cpu/gemm_rows.h"
 
 #ifdef LOOM_USE_CBLAS
 #include <cblas.h>
@@ -44,8 +47,17 @@ void eigen_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, cons
 }  // namespace
 
 namespace {
-void sgemm_one(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+// Which path, by measurement (bench/README.md): with A in place and only B packed, gemm_rows
+// ran the K = 128..704 products 5-15% faster than OpenBLAS with cold operands, as in the
+// training step (steps 2-5% shorter); OpenBLAS stays faster for A^T (it packs A anyway), for K
+// in the thousands, and for few rows: each row panel packs all of B, so at 128 rows per
+// thread (GPT-2 124M's 256 tokens on 2 threads) the packing made the step 4% slower. The
+// choice depends on the shape only, never on the thread count (see gemm()).
+bool use_gemm_rows(bool ta, int64_t M, int64_t K) { return !ta && K <= kGemmRowsMaxK && M >= 512; }
+
+void sgemm_one(bool rows, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (rows) return gemm_rows(tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #ifdef LOOM_USE_CBLAS
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(M), int(N), int(K),
               alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
@@ -58,17 +70,18 @@ constexpr int64_t kPanelRows = 64;  // smallest row panel worth a thread of its 
 }  // namespace
 
 // With several threads, C's rows are split into one panel per thread, each a single-threaded
-// library call (OpenBLAS's OpenMP build runs serially inside a parallel region). At the
-// training shapes (M = B*T rows, N and K of 128..1024) this measured 1.0-1.7x faster than
-// letting OpenBLAS thread one call, which leaves N = K = 128 products on one thread. Every
-// element is still one library dot product over the same K, so the result does not depend on
-// the thread count.
+// call (OpenBLAS's OpenMP build runs serially inside a parallel region). At the training
+// shapes (M = B*T rows, N and K of 128..1024) this measured 1.0-1.7x faster than letting
+// OpenBLAS thread one call, which leaves N = K = 128 products on one thread. The path is chosen
+// from the whole product's shape and every element is the same dot product over the same K
+// whichever panel holds its row, so the result does not depend on the thread count.
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   const int64_t threads = omp_in_parallel() ? 1 : omp_get_max_threads();
   const int64_t panels = std::min(threads, M / kPanelRows);
+  const bool rows = use_gemm_rows(ta, M, K);
   if (panels <= 1 || 2.0 * double(M) * double(N) * double(K) < 4e6) {
-    sgemm_one(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    sgemm_one(rows, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
 #pragma omp parallel num_threads(int(panels))
@@ -76,7 +89,7 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
     const int64_t t = omp_get_thread_num();
     const int64_t r0 = M * t / panels / 16 * 16, r1 = t + 1 == panels ? M : M * (t + 1) / panels / 16 * 16;
     const float* Ap = ta ? A + r0 : A + r0 * lda;  // A^T stored [K, M]: its rows start at column r0
-    if (r1 > r0) sgemm_one(ta, tb, r1 - r0, N, K, alpha, Ap, lda, B, ldb, beta, C + r0 * ldc, ldc);
+    if (r1 > r0) sgemm_one(rows, ta, tb, r1 - r0, N, K, alpha, Ap, lda, B, ldb, beta, C + r0 * ldc, ldc);
   }
 }
 
@@ -92,9 +105,9 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const
 
 const char* gemm_library() {
 #ifdef LOOM_USE_CBLAS
-  return "openblas";
+  return "rows+openblas";
 #else
-  return "eigen";
+  return "rows+eigen";
 #endif
 }
 

@@ -1,5 +1,6 @@
-// cpu/gemm.h: the single CPU GEMM entry point. Which library runs it (OpenBLAS through CBLAS,
-// or Eigen) is decided at build time in one place (cpu/gemm.cpp); bench/ measures both.
+// cpu/gemm.h: the single CPU GEMM entry point. Which code runs a product (cpu/gemm_rows.cpp,
+// or OpenBLAS through CBLAS, or Eigen without it) is decided in one place (cpu/gemm.cpp);
+// bench/ measures them.
 // The one exception is attention's per-block products (a few hundred kFLOP each, where a
 // library call costs more than it computes): cpu/small_gemm.h.
 #pragma once
@@ -13,7 +14,7 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
           int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc);
-const char* gemm_library();
+const char* gemm_library();  // "rows+openblas" or "rows+eigen"
 
 }  // namespace loom::runtime::cpu
 

@@ -106,6 +106,27 @@ struct UnitSum {
   }
 };
 
+// dst[c * ldd + r] = src[r * lds + c] for r, c < 8: the 8 x 8 transpose of unpack / shuffle /
+// lane-swap steps (three stages of 8 shuffles), where a scalar gather costs a load per element.
+inline void transpose8x8(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  f32x8 r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) r[i] = load8(src + i * lds);
+  for (int i = 0; i < 8; i += 2) {  // pairs of rows interleaved within each 128-bit half
+    t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int i = 0; i < 8; i += 4) {  // columns c and c + 4 of rows i..i+3
+    u[i] = __builtin_shufflevector(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[i + 1] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    u[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+  }
+  for (int c = 0; c < 4; ++c) {  // join the halves of rows 0..3 and 4..7
+    store8(dst + c * ldd, __builtin_shufflevector(u[c], u[c + 4], 0, 1, 2, 3, 8, 9, 10, 11));
+    store8(dst + (c + 4) * ldd, __builtin_shufflevector(u[c], u[c + 4], 4, 5, 6, 7, 12, 13, 14, 15));
+  }
+}
+
 // exp(x) = 2^n exp(r) with n = round(x / ln 2), r = x - n ln 2 (Cody-Waite split of ln 2),
 // exp(r) by its degree-7 Taylor polynomial on |r| <= ln2/2 (truncation < 5e-9).
 // n comes from the 1.5 * 2^23 shifter: adding it rounds x / ln 2 to an integer held in the low
