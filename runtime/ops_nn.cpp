@@ -66,14 +66,14 @@ Tensor reduce_token_losses(const Tensor& per_token, const Tensor& t, const Dims&
   return per_token;
 }
 
-// `input` holds one row per target: the logits, or linear_cross_entropy's x.
+// `input` (named `what` in messages) holds one row per target: the logits, or
+// linear_cross_entropy's x.
 void check_cross_entropy_args(const Tensor& input, const Tensor& target, const CrossEntropyOptions& opt,
-                              const char* op) {
+                              const char* op, const char* what) {
   require_floating(input, op);
   if (target.dtype() != DType::i64) fail(op, "target must be i64");
   if (input.dim() < 1 || target.numel() * input.size(-1) != input.numel())
-    fail(op, std::string(op == std::string("cross_entropy") ? "logits " : "input ") + input.shape().str() +
-                 " and target " + target.shape().str() + " disagree");
+    fail(op, std::string(what) + " " + input.shape().str() + " and target " + target.shape().str() + " disagree");
   if (opt.label_smoothing < 0 || opt.label_smoothing > 1) fail(op, "label_smoothing outside [0, 1]");
 }
 
@@ -113,7 +113,7 @@ bool uniform_row_gradient(const Tensor& g, const Tensor& t, int64_t ignore_index
 }  // namespace
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntropyOptions& opt) {
-  check_cross_entropy_args(logits, target, opt, "cross_entropy");
+  check_cross_entropy_args(logits, target, opt, "cross_entropy", "logits");
   int64_t V = logits.size(-1);
   Tensor x = contig(logits).view({-1, V});
   Tensor t = contig(target).view({-1});
@@ -137,7 +137,7 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
                             const CrossEntropyOptions& opt) {
   if (weight.dim() != 2 || x.dim() < 1 || x.size(-1) != weight.size(1))
     fail("linear_cross_entropy", "input " + x.shape().str() + " does not match weight [V, C] " + weight.shape().str());
-  check_cross_entropy_args(x, target, opt, "linear_cross_entropy");  // before the GEMM
+  check_cross_entropy_args(x, target, opt, "linear_cross_entropy", "input");  // before the GEMM
   const bool wants_grad = grad_enabled() && (x.requires_grad() || weight.requires_grad());
   if (!wants_grad || !x.device().is_cpu()) return cross_entropy(linear(x, weight), target, opt);
   const int64_t C = x.size(-1);

@@ -63,30 +63,19 @@ void pack_b(bool trans_b, const float* b, int64_t ldb, int64_t k0, int64_t kc, i
   }
 }
 
-template <int MR>
-void tile(int64_t kc, float alpha, const float* a, int64_t lda, const float* panel, float beta, float* c, int64_t ldc,
-          int64_t w) {
+// One sliver (mr <= 6 rows) times one panel: small_gemm's tile for the row count, through a
+// buffer when the panel is a column tail (w < 16).
+void sliver_times_panel(int64_t mr, int64_t kc, float alpha, const float* a, int64_t lda, const float* panel,
+                        float beta, float* c, int64_t ldc, int64_t w) {
+  using small_gemm_detail::column_block;
   if (w == kNR) {
-    small_gemm_detail::tile<float, MR, 2>(kc, alpha, a, lda, 1, panel, kNR, beta, c, ldc);
+    column_block<float, 2>(mr, kc, alpha, a, lda, 1, panel, kNR, beta, c, ldc);
     return;
   }
-  // A column tail: the full tile into a buffer, then its first w columns.
   float t[kMR * kNR];
-  small_gemm_detail::tile<float, MR, 2>(kc, alpha, a, lda, 1, panel, kNR, 0.0f, t, kNR);
-  for (int r = 0; r < MR; ++r)
+  column_block<float, 2>(mr, kc, alpha, a, lda, 1, panel, kNR, 0.0f, t, kNR);
+  for (int64_t r = 0; r < mr; ++r)
     for (int64_t j = 0; j < w; ++j) c[r * ldc + j] = beta == 0.0f ? t[r * kNR + j] : t[r * kNR + j] + beta * c[r * ldc + j];
-}
-
-void rows_tile(int64_t mr, int64_t kc, float alpha, const float* a, int64_t lda, const float* panel, float beta,
-               float* c, int64_t ldc, int64_t w) {
-  switch (mr) {
-    case 6: tile<6>(kc, alpha, a, lda, panel, beta, c, ldc, w); break;
-    case 5: tile<5>(kc, alpha, a, lda, panel, beta, c, ldc, w); break;
-    case 4: tile<4>(kc, alpha, a, lda, panel, beta, c, ldc, w); break;
-    case 3: tile<3>(kc, alpha, a, lda, panel, beta, c, ldc, w); break;
-    case 2: tile<2>(kc, alpha, a, lda, panel, beta, c, ldc, w); break;
-    default: tile<1>(kc, alpha, a, lda, panel, beta, c, ldc, w); break;
-  }
 }
 
 }  // namespace
@@ -112,8 +101,8 @@ void gemm_rows(bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const
           for (int64_t q = 0; q < per_panel && issued < next * a_lines; ++q, ++issued)
             __builtin_prefetch(A + (i + kMR + issued / a_lines) * lda + k0 + (issued % a_lines) * 16);
           for (int64_t r = 0; r < next; ++r) __builtin_prefetch(C + (i + kMR + r) * ldc + n0 + p * kNR, 1);
-          rows_tile(mr, kc, alpha, A + i * lda + k0, lda, packed.data() + p * kc * kNR, beta_k,
-                    C + i * ldc + n0 + p * kNR, ldc, std::min(kNR, nc - p * kNR));
+          sliver_times_panel(mr, kc, alpha, A + i * lda + k0, lda, packed.data() + p * kc * kNR, beta_k,
+                             C + i * ldc + n0 + p * kNR, ldc, std::min(kNR, nc - p * kNR));
         }
       }
     }
