@@ -244,7 +244,7 @@ struct GeluTanhGradF {
   // gelu'(x) = s + 2 x s (1 - s) du/dx = s (1 + 2 x (1 - s) du/dx).
   static f32x8 vec(f32x8 x) {
     f32x8 u = float(kSqrt2OverPi) * (x + 0.044715f * x * x * x);
-    f32x8 s = 1.0f / (1.0f + exp8(-2.0f * u));
+    f32x8 s = sigmoid8(2.0f * u);
     f32x8 du = float(kSqrt2OverPi) * (1.0f + float(3 * 0.044715) * x * x);
     return s * (1.0f + 2.0f * x * (1.0f - s) * du);
   }

@@ -121,24 +121,21 @@ void k_cross_entropy(const KernelArgs& a) {
         const double s = exp_sub_sum(xr, gr, V, m);  // gr = exp(x - m), when wanted
         double lse = double(m) + std::log(s);
         plse[r] = T(lse);
-        if (gr) {
-          if (t == ignore) {
-            std::fill(gr, gr + V, T(0));
-          } else {
-            const T inv = T(1.0 / s);
-            if constexpr (std::is_same_v<T, float>) {
-              for_blocks8(0, V, [&](int64_t j, int64_t n) { store8(gr + j, load8(gr + j, n) * inv - smooth, n); });
-            } else {
-              for (int64_t j = 0; j < V; ++j) gr[j] = gr[j] * inv - smooth;
-            }
-            gr[t] -= T(1 - eps);
-          }
-        }
         if (t == ignore) {
           ploss[r] = T(0);
+          if (gr) std::fill(gr, gr + V, T(0));
           continue;
         }
         ploss[r] = T((1 - eps) * (lse - xt) + eps * (lse - sx / double(V)));
+        if (gr) {  // exp(x - m) / s - smooth, and the target's share
+          const T inv = T(1.0 / s);
+          if constexpr (std::is_same_v<T, float>) {
+            for_blocks8(0, V, [&](int64_t j, int64_t n) { store8(gr + j, load8(gr + j, n) * inv - smooth, n); });
+          } else {
+            for (int64_t j = 0; j < V; ++j) gr[j] = gr[j] * inv - smooth;
+          }
+          gr[t] -= T(1 - eps);
+        }
       }
     });
   });
