@@ -1,29 +1,13 @@
 // cuda/binary.cuh: the broadcasting binary-map machinery shared by binary.cu (arithmetic) and
 // compare.cu (comparisons -> u8). Three device paths, no host fallback:
-//  - both operands the output's shape and contiguous: a flat kernel;
+//  - both operands the output's shape and contiguous: device.cuh's map_kernel (16-byte packs);
 //  - one operand full and contiguous, the other a row vector over the last dim (bias) or a
-//    single element (scalar tensor): a flat kernel reading v[i % cols];
+//    single element (scalar tensor): map_row_kernel, reading v[i % cols];
 //  - anything else (any broadcast, any strides, strided output): an 8-dim indexer kernel.
 #pragma once
 #include "runtime/cuda/device.cuh"
 
 namespace loom::runtime::cuda {
-
-template <class T, class R, class F>
-__global__ void binary_contig_kernel(const T* __restrict__ x, const T* __restrict__ y, R* __restrict__ o,
-                                     int64_t n) {
-  for (int64_t i = global_thread(); i < n; i += grid_stride()) o[i] = F{}(x[i], y[i]);
-}
-
-// o[i] = f(full[i], vec[i % cols]) (kVecFirst: f(vec[i % cols], full[i])).
-template <class T, class R, class F, bool kVecFirst>
-__global__ void binary_row_kernel(const T* __restrict__ full, const T* __restrict__ vec, R* __restrict__ o,
-                                  int64_t n, int64_t cols) {
-  for (int64_t i = global_thread(); i < n; i += grid_stride()) {
-    T v = vec[cols == 1 ? 0 : i % cols];
-    o[i] = kVecFirst ? F{}(v, full[i]) : F{}(full[i], v);
-  }
-}
 
 template <class T, class R, class F>
 __global__ void binary_strided_kernel(const T* x, const T* y, R* o, int64_t n, Indexer<3> ix) {
@@ -61,21 +45,29 @@ template <class T, class R, class F> void run_binary(const Tensor& x, const Tens
   const T* px = static_cast<const T*>(x.raw_data());
   const T* py = static_cast<const T*>(y.raw_data());
   R* po = static_cast<R*>(out.raw_data());
-  unsigned grid = grid_for(n, kThreads);
   bool oc = out.is_contiguous();
   bool xf = x.shape() == shape && x.is_contiguous(), yf = y.shape() == shape && y.is_contiguous();
   Dims sx = broadcast_strides(x.shape(), x.strides(), shape);
   Dims sy = broadcast_strides(y.shape(), y.strides(), shape);
+  const bool aligned = aligned16(px) && aligned16(py) && aligned16(po);
   int64_t cols = 0;
   if (oc && xf && yf) {
-    binary_contig_kernel<T, R, F><<<grid, kThreads>>>(px, py, po, n);
-  } else if (oc && xf && is_row_vector(sy, shape, cols)) {
-    binary_row_kernel<T, R, F, false><<<grid, kThreads>>>(px, py, po, n, cols);
-  } else if (oc && yf && is_row_vector(sx, shape, cols)) {
-    binary_row_kernel<T, R, F, true><<<grid, kThreads>>>(py, px, po, n, cols);
+    with_pack_width<T>(aligned, [&](auto v) {
+      constexpr int V = decltype(v)::value;
+      map_kernel<V, true><<<map_grid(n, V), kThreads>>>(px, py, po, n, F{});
+    });
+  } else if (oc && ((xf && is_row_vector(sy, shape, cols)) || (yf && is_row_vector(sx, shape, cols)))) {
+    const bool vec_first = !xf;  // y is the full operand
+    const T* full = vec_first ? py : px;
+    const T* vec = vec_first ? px : py;
+    with_pack_width<T>(aligned && (cols == 1 || cols % kPack<T> == 0), [&](auto v) {
+      constexpr int V = decltype(v)::value;
+      if (vec_first) map_row_kernel<V, true><<<map_grid(n, V), kThreads>>>(full, vec, po, n, cols, F{});
+      else map_row_kernel<V, false><<<map_grid(n, V), kThreads>>>(full, vec, po, n, cols, F{});
+    });
   } else {
     Indexer<3> ix = make_indexer<3>(shape, {out.strides(), sx, sy});
-    binary_strided_kernel<T, R, F><<<grid, kThreads>>>(px, py, po, n, ix);
+    binary_strided_kernel<T, R, F><<<grid_for(n, kThreads), kThreads>>>(px, py, po, n, ix);
   }
   LOOM_CUDA_LAUNCH_CHECK("binary kernel");
 }

@@ -2,9 +2,10 @@
 // cpu/nn.cpp's k_cross_entropy / k_cross_entropy_backward (label smoothing, ignore_index).
 //   loss_i = (1 - eps) (lse_i - x_i,t) + eps (lse_i - mean_j x_ij);  ignored rows give 0
 //   glogits_ij = gloss_i (softmax_ij - (1 - eps) [j == t_i] - eps / V)
-// One block per row; sums in double. Targets are validated like on the CPU: the forward kernel
-// records the first bad row in a device word, and the host reads it back after the launch (one
-// 8-byte device-to-host copy, which waits for the kernel) and throws the CPU's message.
+// One block per row, read in 16-byte packs where aligned; sums in double. Targets are validated
+// like on the CPU: the forward kernel records the first bad row in a device word, and the host
+// reads it back after the launch (one 8-byte device-to-host copy, which waits for the kernel)
+// and throws the CPU's message.
 #include <string>
 
 #include "runtime/cuda/device.cuh"
@@ -12,20 +13,32 @@
 namespace loom::runtime::cuda {
 namespace {
 
-template <class T>
+// Rows of V = np * P logits, read in packs of P (16 bytes) where aligned, else P = 1.
+template <class T, int P>
 __global__ void cross_entropy_kernel(const T* __restrict__ x, const int64_t* __restrict__ target,
                                      T* __restrict__ loss, T* __restrict__ lse_out, unsigned long long* bad_row,
                                      int64_t rows, int64_t V, int64_t ignore, double eps) {
   __shared__ double red[32];
+  const int64_t np = V / P;
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* xr = x + r * V;
     double m = -INFINITY;
-    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) m = MaxOp{}(m, double(xr[j]));
+#pragma unroll 4
+    for (int64_t j = threadIdx.x; j < np; j += blockDim.x) {
+      Pack<T, P> p = load_pack<P>(xr + j * P);
+#pragma unroll
+      for (int k = 0; k < P; ++k) m = MaxOp{}(m, double(p.v[k]));
+    }
     T mt = T(block_reduce(m, MaxOp{}, -INFINITY, red));
     double s = 0, sx = 0;
-    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
-      s += double(d_exp(xr[j] - mt));
-      sx += double(xr[j]);
+#pragma unroll 4
+    for (int64_t j = threadIdx.x; j < np; j += blockDim.x) {
+      Pack<T, P> p = load_pack<P>(xr + j * P);
+#pragma unroll
+      for (int k = 0; k < P; ++k) {
+        s += double(d_exp(p.v[k] - mt));
+        sx += double(p.v[k]);
+      }
     }
     s = block_reduce(s, SumOp{}, 0.0, red);
     sx = block_reduce(sx, SumOp{}, 0.0, red);
@@ -45,24 +58,34 @@ __global__ void cross_entropy_kernel(const T* __restrict__ x, const int64_t* __r
   }
 }
 
-template <class T>
+template <class T, int P>
 __global__ void cross_entropy_backward_kernel(const T* __restrict__ x, const int64_t* __restrict__ target,
                                               const T* __restrict__ lse, const T* __restrict__ gloss,
                                               T* __restrict__ gx, int64_t rows, int64_t V, int64_t ignore,
                                               double eps) {
+  const int64_t np = V / P;
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     T* orow = gx + r * V;
     int64_t t = target[r];
     if (t == ignore) {
-      for (int64_t j = threadIdx.x; j < V; j += blockDim.x) orow[j] = T(0);
+      Pack<T, P> zero;
+#pragma unroll
+      for (int k = 0; k < P; ++k) zero.v[k] = T(0);
+      for (int64_t j = threadIdx.x; j < np; j += blockDim.x) store_pack<P>(orow + j * P, zero);
       continue;
     }
     const T* xr = x + r * V;
     T g = gloss[r], l = lse[r], smooth = T(eps / double(V)), hit = g * T(1 - eps);
-    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
-      T v = g * (d_exp(xr[j] - l) - smooth);
-      if (j == t) v -= hit;
-      orow[j] = v;
+#pragma unroll 4
+    for (int64_t j = threadIdx.x; j < np; j += blockDim.x) {
+      Pack<T, P> p = load_pack<P>(xr + j * P);
+#pragma unroll
+      for (int k = 0; k < P; ++k) {
+        T v = g * (d_exp(p.v[k] - l) - smooth);
+        if (j * P + k == t) v -= hit;
+        p.v[k] = v;
+      }
+      store_pack<P>(orow + j * P, p);
     }
   }
 }
@@ -88,10 +111,14 @@ void k_cross_entropy(const KernelArgs& a) {
   LOOM_CUDA_CHECK(cudaMemsetAsync(flag.as<void>(), 0xff, sizeof(unsigned long long), 0));
   visit_f32_f64(dt, [&](auto z) {
     using T = decltype(z);
-    cross_entropy_kernel<T><<<row_grid(N), row_threads(V)>>>(
-        static_cast<const T*>(logits.raw_data()), static_cast<const int64_t*>(target.raw_data()),
-        static_cast<T*>(a.out[0].raw_data()), static_cast<T*>(a.out[1].raw_data()), flag.as<unsigned long long>(),
-        N, V, a.attrs.ignore_index, a.attrs.label_smoothing);
+    const T* px = static_cast<const T*>(logits.raw_data());
+    with_pack_width<T>(rows_pack_aligned(px, V, sizeof(T)), [&](auto v) {
+      constexpr int P = decltype(v)::value;
+      cross_entropy_kernel<T, P><<<row_grid(N), row_threads_for_packs(V / P)>>>(
+          px, static_cast<const int64_t*>(target.raw_data()), static_cast<T*>(a.out[0].raw_data()),
+          static_cast<T*>(a.out[1].raw_data()), flag.as<unsigned long long>(), N, V, a.attrs.ignore_index,
+          a.attrs.label_smoothing);
+    });
   });
   LOOM_CUDA_LAUNCH_CHECK("cross_entropy kernel");
   unsigned long long bad = 0;
@@ -120,10 +147,14 @@ void k_cross_entropy_backward(const KernelArgs& a) {
   DeviceGuard g(device_index(gx));
   visit_f32_f64(dt, [&](auto z) {
     using T = decltype(z);
-    cross_entropy_backward_kernel<T><<<row_grid(N), row_threads(V)>>>(
-        static_cast<const T*>(logits.raw_data()), static_cast<const int64_t*>(target.raw_data()),
-        static_cast<const T*>(lse.raw_data()), static_cast<const T*>(gloss.raw_data()), static_cast<T*>(gx.raw_data()),
-        N, V, a.attrs.ignore_index, a.attrs.label_smoothing);
+    const T* px = static_cast<const T*>(logits.raw_data());
+    T* pg = static_cast<T*>(gx.raw_data());
+    with_pack_width<T>(rows_pack_aligned(px, V, sizeof(T)) && aligned16(pg), [&](auto v) {
+      constexpr int P = decltype(v)::value;
+      cross_entropy_backward_kernel<T, P><<<row_grid(N), row_threads_for_packs(V / P)>>>(
+          px, static_cast<const int64_t*>(target.raw_data()), static_cast<const T*>(lse.raw_data()),
+          static_cast<const T*>(gloss.raw_data()), pg, N, V, a.attrs.ignore_index, a.attrs.label_smoothing);
+    });
   });
   LOOM_CUDA_LAUNCH_CHECK("cross_entropy backward kernel");
 }

@@ -193,6 +193,78 @@ __device__ inline int64_t grid_stride() { return int64_t(gridDim.x) * blockDim.x
 
 constexpr int kThreads = 256;  // threads per block for elementwise kernels
 
+// ---- 16-byte packs --------------------------------------------------------------------------------
+// Memory-bound kernels read and write whole 16-byte packs (4 floats, 2 doubles) where every
+// pointer is 16-byte aligned: one thread then keeps 4x the bytes of a scalar load in flight,
+// which is what it takes to approach HBM bandwidth. V = 1 is the scalar fallback.
+template <class T, int V> struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+template <class T> constexpr int kPack = sizeof(T) >= 16 ? 1 : int(16 / sizeof(T));
+template <int V, class T> __device__ inline Pack<T, V> load_pack(const T* p) {
+  return *reinterpret_cast<const Pack<T, V>*>(p);
+}
+template <int V, class T> __device__ inline void store_pack(T* p, const Pack<T, V>& v) {
+  *reinterpret_cast<Pack<T, V>*>(p) = v;
+}
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+// Calls fn(std::integral_constant<int, V>{}) with V = kPack<T> when `vectorise`, else V = 1.
+template <class T, class F> void with_pack_width(bool vectorise, F&& fn) {
+  if (vectorise && kPack<T> > 1) fn(std::integral_constant<int, kPack<T>>{});
+  else fn(std::integral_constant<int, 1>{});
+}
+// Row kernels with rows of n elements read in packs of V: true when every row starts aligned.
+inline bool rows_pack_aligned(const void* base, int64_t n, int elem_size) {
+  return aligned16(base) && (n * elem_size) % 16 == 0;
+}
+// Threads for one row of `packs` packs: about four packs per thread (loads in flight), a warp
+// multiple in [32, 1024].
+inline int row_threads_for_packs(int64_t packs) { return row_threads((packs + 3) / 4); }
+
+// ---- elementwise maps over contiguous tensors -----------------------------------------------------
+// o[i] = f(a[i]) (unary) or f(a[i], b[i]) (binary) for i < n, in packs of V; the n % V tail by the
+// first threads of the grid. Launch with map_grid(n, V).
+template <int V, bool kBinary, class T, class R, class F>
+__global__ void map_kernel(const T* __restrict__ a, const T* __restrict__ b, R* __restrict__ o, int64_t n, F f) {
+  const int64_t packs = n / V;
+  for (int64_t p = global_thread(); p < packs; p += grid_stride()) {
+    Pack<T, V> pa = load_pack<V>(a + p * V), pb;
+    if constexpr (kBinary) pb = load_pack<V>(b + p * V);
+    Pack<R, V> r;
+#pragma unroll
+    for (int k = 0; k < V; ++k) r.v[k] = kBinary ? f(pa.v[k], pb.v[k]) : f(pa.v[k], pa.v[k]);
+    store_pack<V>(o + p * V, r);
+  }
+  for (int64_t i = packs * V + global_thread(); i < n; i += grid_stride())
+    o[i] = kBinary ? f(a[i], b[i]) : f(a[i], a[i]);
+}
+// o[i] = f(full[i], vec[i % cols]) (kVecFirst: f(vec[i % cols], full[i])); cols == 1 reads vec[0].
+// Packs need cols % V == 0 (or cols == 1), so a pack never straddles a row end.
+template <int V, bool kVecFirst, class T, class R, class F>
+__global__ void map_row_kernel(const T* __restrict__ full, const T* __restrict__ vec, R* __restrict__ o, int64_t n,
+                               int64_t cols, F f) {
+  const int64_t packs = n / V;
+  for (int64_t p = global_thread(); p < packs; p += grid_stride()) {
+    Pack<T, V> pf = load_pack<V>(full + p * V), pv;
+    if (cols == 1) {
+#pragma unroll
+      for (int k = 0; k < V; ++k) pv.v[k] = vec[0];
+    } else {
+      pv = load_pack<V>(vec + (p * V) % cols);
+    }
+    Pack<R, V> r;
+#pragma unroll
+    for (int k = 0; k < V; ++k) r.v[k] = kVecFirst ? f(pv.v[k], pf.v[k]) : f(pf.v[k], pv.v[k]);
+    store_pack<V>(o + p * V, r);
+  }
+  for (int64_t i = packs * V + global_thread(); i < n; i += grid_stride()) {
+    T v = vec[cols == 1 ? 0 : i % cols];
+    o[i] = kVecFirst ? f(v, full[i]) : f(full[i], v);
+  }
+}
+// Blocks for a map over n elements in packs of V: one pack per thread, capped (grid-stride).
+inline unsigned map_grid(int64_t n, int V) { return grid_for(std::max<int64_t>(n / V, 1), kThreads); }
+
 // Temporary device memory from the caching allocator, returned at scope exit. Safe to return
 // while kernels that use it are still queued: every Loom kernel runs on the legacy default
 // stream, so the next user of the block is ordered after them.

@@ -1,8 +1,9 @@
 // cuda/norm.cu: RMSNorm and LayerNorm with their backward passes, twins of cpu/nn.cpp.
-// Forward and the gx part of backward: one block per row, row statistics accumulated in double
-// through a fixed-shape block reduction. Parameter gradients (gweight, gbias) are column sums
-// over rows, done in two deterministic stages: fixed row chunks into a double scratch buffer,
-// then one ordered sum per column. f32/f64 with contiguous x/gy; anything else goes to the host.
+// Forward and the gx part of backward: one block per row, read in 16-byte packs where aligned,
+// row statistics accumulated in double through a fixed-shape block reduction. Parameter
+// gradients (gweight, gbias) are column sums over rows, done in two deterministic stages: fixed
+// row chunks into a double scratch buffer, then one ordered sum per column. f32/f64 with
+// contiguous x/gy; anything else goes to the host.
 #include "runtime/cuda/device.cuh"
 
 namespace loom::runtime::cuda {
@@ -64,41 +65,81 @@ const Tensor& opt_out(const KernelArgs& a, size_t i) {
 }
 template <class T> T* ptr(const Tensor& t) { return t.defined() ? static_cast<T*>(t.raw_data()) : nullptr; }
 unsigned row_grid(int64_t rows) { return unsigned(std::min<int64_t>(rows, int64_t(1) << 20)); }
+// True when rows of C elements of every defined tensor (the [R, C] ones and the [C] weight/bias)
+// can be read in 16-byte packs.
+bool norm_packs(std::initializer_list<Tensor> ts, int64_t C, int elem_size) {
+  for (const Tensor& t : ts)
+    if (t.defined() && !rows_pack_aligned(t.raw_data(), C, elem_size)) return false;
+  return true;
+}
 
 // ---- RMSNorm: y = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps) -------------------------------
-template <class T>
+// Row kernels read rows of C = np * V elements in packs of V (norm_pack_width), the weight and
+// bias too; V = 1 is the scalar path.
+template <int V, class T> __device__ inline Pack<T, V> load_or(const T* p, int64_t j, T value) {
+  if (p) return load_pack<V>(p + j * V);
+  Pack<T, V> r;
+#pragma unroll
+  for (int k = 0; k < V; ++k) r.v[k] = value;
+  return r;
+}
+
+template <class T, int V>
 __global__ void rms_norm_kernel(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ y,
                                 T* __restrict__ rstd, int64_t rows, int64_t C, double eps) {
   __shared__ double red[32];
+  const int64_t np = C / V;
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* xr = x + r * C;
     T* yr = y + r * C;
     double ss = 0;
-    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) ss += double(xr[c]) * double(xr[c]);
+#pragma unroll 4
+    for (int64_t j = threadIdx.x; j < np; j += blockDim.x) {
+      Pack<T, V> p = load_pack<V>(xr + j * V);
+#pragma unroll
+      for (int k = 0; k < V; ++k) ss += double(p.v[k]) * double(p.v[k]);
+    }
     ss = block_reduce(ss, SumOp{}, 0.0, red);
     T rs = T(1.0 / sqrt(ss / double(C) + eps));
     if (threadIdx.x == 0) rstd[r] = rs;
-    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) yr[c] = w ? w[c] * (xr[c] * rs) : xr[c] * rs;
+#pragma unroll 4
+    for (int64_t j = threadIdx.x; j < np; j += blockDim.x) {
+      Pack<T, V> p = load_pack<V>(xr + j * V), wp = load_or<V>(w, j, T(1));
+#pragma unroll
+      for (int k = 0; k < V; ++k) p.v[k] = w ? wp.v[k] * (p.v[k] * rs) : p.v[k] * rs;
+      store_pack<V>(yr + j * V, p);
+    }
   }
 }
 
 // gx = rstd (g - xhat mean(g xhat)), g = gy w, xhat = x rstd
-template <class T>
+template <class T, int V>
 __global__ void rms_norm_backward_kernel(const T* __restrict__ x, const T* __restrict__ w,
                                          const T* __restrict__ rstd, const T* __restrict__ gy,
                                          T* __restrict__ gx, int64_t rows, int64_t C) {
   __shared__ double red[32];
+  const int64_t np = C / V;
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* xr = x + r * C;
     const T* gr = gy + r * C;
     double rs = double(rstd[r]), sgx = 0;
-    for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
-      sgx += double(gr[c]) * (w ? double(w[c]) : 1.0) * double(xr[c]) * rs;
+#pragma unroll 4
+    for (int64_t j = threadIdx.x; j < np; j += blockDim.x) {
+      Pack<T, V> xp = load_pack<V>(xr + j * V), gp = load_pack<V>(gr + j * V), wp = load_or<V>(w, j, T(1));
+#pragma unroll
+      for (int k = 0; k < V; ++k) sgx += double(gp.v[k]) * double(wp.v[k]) * double(xp.v[k]) * rs;
+    }
     sgx = block_reduce(sgx, SumOp{}, 0.0, red) / double(C);
     T* out = gx + r * C;
-    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-      double g = double(gr[c]) * (w ? double(w[c]) : 1.0);
-      out[c] = T(rs * (g - double(xr[c]) * rs * sgx));
+#pragma unroll 4
+    for (int64_t j = threadIdx.x; j < np; j += blockDim.x) {
+      Pack<T, V> xp = load_pack<V>(xr + j * V), gp = load_pack<V>(gr + j * V), wp = load_or<V>(w, j, T(1)), o;
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        double g = double(gp.v[k]) * double(wp.v[k]);
+        o.v[k] = T(rs * (g - double(xp.v[k]) * rs * sgx));
+      }
+      store_pack<V>(out + j * V, o);
     }
   }
 }
@@ -125,8 +166,11 @@ void k_rms_norm(const KernelArgs& a) {
   DeviceGuard g(device_index(x));
   visit_f32_f64(dt, [&](auto z) {
     using T = decltype(z);
-    rms_norm_kernel<T><<<row_grid(R), row_threads(C)>>>(ptr<const T>(x), ptr<const T>(w), ptr<T>(a.out[0]),
-                                                        ptr<T>(a.out[1]), R, C, a.attrs.eps);
+    with_pack_width<T>(norm_packs({x, w, a.out[0]}, C, sizeof(T)), [&](auto v) {
+      constexpr int V = decltype(v)::value;
+      rms_norm_kernel<T, V><<<row_grid(R), row_threads_for_packs(C / V)>>>(
+          ptr<const T>(x), ptr<const T>(w), ptr<T>(a.out[0]), ptr<T>(a.out[1]), R, C, a.attrs.eps);
+    });
   });
   LOOM_CUDA_LAUNCH_CHECK("rms_norm kernel");
 }
@@ -147,9 +191,11 @@ void k_rms_norm_backward(const KernelArgs& a) {
   visit_f32_f64(dt, [&](auto z) {
     using T = decltype(z);
     if (gx.defined() && R > 0) {
-      rms_norm_backward_kernel<T><<<row_grid(R), row_threads(C)>>>(ptr<const T>(x), ptr<const T>(w),
-                                                                   ptr<const T>(rstd), ptr<const T>(gy), ptr<T>(gx),
-                                                                   R, C);
+      with_pack_width<T>(norm_packs({x, w, gy, gx}, C, sizeof(T)), [&](auto v) {
+        constexpr int V = decltype(v)::value;
+        rms_norm_backward_kernel<T, V><<<row_grid(R), row_threads_for_packs(C / V)>>>(
+            ptr<const T>(x), ptr<const T>(w), ptr<const T>(rstd), ptr<const T>(gy), ptr<T>(gx), R, C);
+      });
       LOOM_CUDA_LAUNCH_CHECK("rms_norm backward kernel");
     }
     if (gw.defined())
@@ -159,19 +205,30 @@ void k_rms_norm_backward(const KernelArgs& a) {
 }
 
 // ---- LayerNorm: y = (x - mean) * rstd * w + b --------------------------------------------------
-template <class T>
+template <class T, int V>
 __global__ void layer_norm_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
                                   T* __restrict__ y, T* __restrict__ mean_out, T* __restrict__ rstd_out,
                                   int64_t rows, int64_t C, double eps) {
   __shared__ double red[32];
+  const int64_t np = C / V;
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* xr = x + r * C;
     T* yr = y + r * C;
     double s = 0;
-    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += double(xr[c]);
+#pragma unroll 4
+    for (int64_t j = threadIdx.x; j < np; j += blockDim.x) {
+      Pack<T, V> p = load_pack<V>(xr + j * V);
+#pragma unroll
+      for (int k = 0; k < V; ++k) s += double(p.v[k]);
+    }
     double mean = block_reduce(s, SumOp{}, 0.0, red) / double(C);
     double v = 0;
-    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) v += (double(xr[c]) - mean) * (double(xr[c]) - mean);
+#pragma unroll 4
+    for (int64_t j = threadIdx.x; j < np; j += blockDim.x) {
+      Pack<T, V> p = load_pack<V>(xr + j * V);
+#pragma unroll
+      for (int k = 0; k < V; ++k) v += (double(p.v[k]) - mean) * (double(p.v[k]) - mean);
+    }
     v = block_reduce(v, SumOp{}, 0.0, red);
     double rstd = 1.0 / sqrt(v / double(C) + eps);
     if (threadIdx.x == 0) {
@@ -179,36 +236,54 @@ __global__ void layer_norm_kernel(const T* __restrict__ x, const T* __restrict__
       rstd_out[r] = T(rstd);
     }
     T mt = T(mean), rt = T(rstd);
-    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-      T h = (xr[c] - mt) * rt;
-      yr[c] = (w ? h * w[c] : h) + (b ? b[c] : T(0));
+#pragma unroll 4
+    for (int64_t j = threadIdx.x; j < np; j += blockDim.x) {
+      Pack<T, V> p = load_pack<V>(xr + j * V), wp = load_or<V>(w, j, T(1)), bp = load_or<V>(b, j, T(0));
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        T h = (p.v[k] - mt) * rt;
+        p.v[k] = (w ? h * wp.v[k] : h) + bp.v[k];
+      }
+      store_pack<V>(yr + j * V, p);
     }
   }
 }
 
 // gx = rstd (g - mean(g) - xhat mean(g xhat)), g = gy w
-template <class T>
+template <class T, int V>
 __global__ void layer_norm_backward_kernel(const T* __restrict__ x, const T* __restrict__ w,
                                            const T* __restrict__ mean, const T* __restrict__ rstd,
                                            const T* __restrict__ gy, T* __restrict__ gx, int64_t rows, int64_t C) {
   __shared__ double red[32];
+  const int64_t np = C / V;
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* xr = x + r * C;
     const T* gr = gy + r * C;
     double m = double(mean[r]), rs = double(rstd[r]), sg = 0, sgx = 0;
-    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-      double g = double(gr[c]) * (w ? double(w[c]) : 1.0);
-      double xh = (double(xr[c]) - m) * rs;
-      sg += g;
-      sgx += g * xh;
+#pragma unroll 4
+    for (int64_t j = threadIdx.x; j < np; j += blockDim.x) {
+      Pack<T, V> xp = load_pack<V>(xr + j * V), gp = load_pack<V>(gr + j * V), wp = load_or<V>(w, j, T(1));
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        double g = double(gp.v[k]) * double(wp.v[k]);
+        double xh = (double(xp.v[k]) - m) * rs;
+        sg += g;
+        sgx += g * xh;
+      }
     }
     sg = block_reduce(sg, SumOp{}, 0.0, red) / double(C);
     sgx = block_reduce(sgx, SumOp{}, 0.0, red) / double(C);
     T* out = gx + r * C;
-    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-      double g = double(gr[c]) * (w ? double(w[c]) : 1.0);
-      double xh = (double(xr[c]) - m) * rs;
-      out[c] = T(rs * (g - sg - xh * sgx));
+#pragma unroll 4
+    for (int64_t j = threadIdx.x; j < np; j += blockDim.x) {
+      Pack<T, V> xp = load_pack<V>(xr + j * V), gp = load_pack<V>(gr + j * V), wp = load_or<V>(w, j, T(1)), o;
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        double g = double(gp.v[k]) * double(wp.v[k]);
+        double xh = (double(xp.v[k]) - m) * rs;
+        o.v[k] = T(rs * (g - sg - xh * sgx));
+      }
+      store_pack<V>(out + j * V, o);
     }
   }
 }
@@ -239,9 +314,12 @@ void k_layer_norm(const KernelArgs& a) {
   DeviceGuard g(device_index(x));
   visit_f32_f64(dt, [&](auto z) {
     using T = decltype(z);
-    layer_norm_kernel<T><<<row_grid(R), row_threads(C)>>>(ptr<const T>(x), ptr<const T>(w), ptr<const T>(b),
-                                                          ptr<T>(a.out[0]), ptr<T>(a.out[1]), ptr<T>(a.out[2]), R,
-                                                          C, a.attrs.eps);
+    with_pack_width<T>(norm_packs({x, w, b, a.out[0]}, C, sizeof(T)), [&](auto v) {
+      constexpr int V = decltype(v)::value;
+      layer_norm_kernel<T, V><<<row_grid(R), row_threads_for_packs(C / V)>>>(
+          ptr<const T>(x), ptr<const T>(w), ptr<const T>(b), ptr<T>(a.out[0]), ptr<T>(a.out[1]), ptr<T>(a.out[2]),
+          R, C, a.attrs.eps);
+    });
   });
   LOOM_CUDA_LAUNCH_CHECK("layer_norm kernel");
 }
@@ -265,9 +343,12 @@ void k_layer_norm_backward(const KernelArgs& a) {
   visit_f32_f64(dt, [&](auto z) {
     using T = decltype(z);
     if (gx.defined() && R > 0) {
-      layer_norm_backward_kernel<T><<<row_grid(R), row_threads(C)>>>(
-          ptr<const T>(x), ptr<const T>(w), ptr<const T>(mean), ptr<const T>(rstd), ptr<const T>(gy), ptr<T>(gx), R,
-          C);
+      with_pack_width<T>(norm_packs({x, w, gy, gx}, C, sizeof(T)), [&](auto v) {
+        constexpr int V = decltype(v)::value;
+        layer_norm_backward_kernel<T, V><<<row_grid(R), row_threads_for_packs(C / V)>>>(
+            ptr<const T>(x), ptr<const T>(w), ptr<const T>(mean), ptr<const T>(rstd), ptr<const T>(gy), ptr<T>(gx),
+            R, C);
+      });
       LOOM_CUDA_LAUNCH_CHECK("layer_norm backward kernel");
     }
     if (gw.defined() || gb.defined())

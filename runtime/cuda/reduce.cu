@@ -8,13 +8,20 @@ namespace loom::runtime::cuda {
 namespace {
 
 // ---- sum_dim --------------------------------------------------------------------------------------
-// I == 1: one block per row of N.
-template <class T> __global__ void sum_rows_kernel(const T* __restrict__ x, T* __restrict__ out, int64_t O, int64_t N) {
+// I == 1: one block per row of N, read in packs of V where aligned.
+template <class T, int V>
+__global__ void sum_rows_kernel(const T* __restrict__ x, T* __restrict__ out, int64_t O, int64_t N) {
   __shared__ double red[32];
+  const int64_t np = N / V;
   for (int64_t o = blockIdx.x; o < O; o += gridDim.x) {
     const T* row = x + o * N;
     double s = 0;
-    for (int64_t n = threadIdx.x; n < N; n += blockDim.x) s += double(row[n]);
+#pragma unroll 4
+    for (int64_t n = threadIdx.x; n < np; n += blockDim.x) {
+      Pack<T, V> p = load_pack<V>(row + n * V);
+#pragma unroll
+      for (int k = 0; k < V; ++k) s += double(p.v[k]);
+    }
     s = block_reduce(s, SumOp{}, 0.0, red);
     if (threadIdx.x == 0) out[o] = T(s);
   }
@@ -89,7 +96,11 @@ void k_sum_dim(const KernelArgs& a) {
     const T* px = static_cast<const T*>(x.raw_data());
     T* po = static_cast<T*>(out.raw_data());
     if (I == 1 && N > 32) {
-      sum_rows_kernel<T><<<unsigned(std::min<int64_t>(O, int64_t(1) << 20)), row_threads(N)>>>(px, po, O, N);
+      with_pack_width<T>(rows_pack_aligned(px, N, sizeof(T)), [&](auto v) {
+        constexpr int V = decltype(v)::value;
+        sum_rows_kernel<T, V><<<unsigned(std::min<int64_t>(O, int64_t(1) << 20)), row_threads_for_packs(N / V)>>>(
+            px, po, O, N);
+      });
     } else if (O * I >= 16384 || N <= 256) {
       sum_cols_kernel<T><<<grid_for(O * I, kThreads), kThreads>>>(px, po, O, N, I);
     } else {

@@ -15,6 +15,7 @@ void register_norm_kernels(KernelTable& t);
 void register_cross_entropy_kernels(KernelTable& t);
 void register_reduce_kernels(KernelTable& t);
 void register_matmul_kernels(KernelTable& t);
+void register_optim_kernels(KernelTable& t);
 
 namespace {
 Allocator* allocator_factory(int index) { return &caching_allocator(index); }
@@ -32,6 +33,7 @@ void register_cuda_backend(KernelTable& t) {
   cuda::register_cross_entropy_kernels(t);
   cuda::register_reduce_kernels(t);
   cuda::register_matmul_kernels(t);
+  cuda::register_optim_kernels(t);
 }
 
 }  // namespace loom::runtime

@@ -53,7 +53,8 @@ Tensor values(const std::vector<double>& v, const Dims& shape, DType dt) {
 }
 Tensor gpu(const Tensor& t) { return t.to(kGpu); }
 
-// |got - want| <= atol + rtol |want| elementwise (NaN matches NaN), reporting the worst element.
+// |got - want| <= atol + rtol |want| elementwise (NaN matches NaN, an infinity itself), reporting
+// the worst element.
 void expect_close(const Tensor& got, const Tensor& want, double rtol, double atol, const std::string& what) {
   ASSERT_EQ(got.shape(), want.shape()) << what;
   ASSERT_EQ(got.dtype(), want.dtype()) << what;
@@ -61,7 +62,7 @@ void expect_close(const Tensor& got, const Tensor& want, double rtol, double ato
   int64_t bad = 0, worst = -1;
   double worst_excess = 0;
   for (size_t i = 0; i < g.size(); ++i) {
-    if (std::isnan(g[i]) && std::isnan(w[i])) continue;
+    if (g[i] == w[i] || (std::isnan(g[i]) && std::isnan(w[i]))) continue;  // equal infinities too
     double err = std::abs(g[i] - w[i]), lim = atol + rtol * std::abs(w[i]);
     if (!(err <= lim)) {
       ++bad;
@@ -121,7 +122,8 @@ TEST(CudaBackend, TableHasTheSpecialisedKernels) {
                 Op::silu, Op::gelu_tanh_backward, Op::gelu_erf_backward, Op::silu_backward, Op::sum_dim,
                 Op::max_dim, Op::matmul, Op::softmax_last, Op::softmax_backward_last, Op::log_softmax_last,
                 Op::log_softmax_backward_last, Op::cross_entropy, Op::cross_entropy_backward, Op::rms_norm,
-                Op::rms_norm_backward, Op::layer_norm, Op::layer_norm_backward})
+                Op::rms_norm_backward, Op::layer_norm, Op::layer_norm_backward, Op::swiglu, Op::swiglu_backward,
+                Op::adamw_step, Op::sgd_step})
     EXPECT_NE(t.fn[size_t(op)], nullptr) << op_name(op);
   // Ops the first version leaves to the host fallback.
   for (Op op : {Op::attention, Op::attention_backward, Op::rope, Op::embedding, Op::random_normal})
@@ -436,6 +438,58 @@ TEST(CudaUnary, BackwardMapsMatchCpu) {
   }
 }
 
+// Maps read 16-byte packs when every pointer is aligned and fall back to scalar accesses when
+// not (a contiguous view starting one element in); both paths, and the n % 4 tail, match the CPU.
+TEST(CudaUnary, PackedAndUnalignedPathsMatchCpu) {
+  SKIP_WITHOUT_CUDA();
+  for (DType dt : {DType::f32, DType::f64}) {
+    for (int64_t offset : {0, 1}) {
+      const int64_t n = 1031;  // 17 x 60 bias rows fit; n % 4 = 3 leaves a tail
+      Tensor x = randn({n + 1}, 33, dt, 2.0).narrow(0, offset, n), y = randn({n + 1}, 34, dt).narrow(0, offset, n);
+      Tensor xg = gpu(randn({n + 1}, 33, dt, 2.0)).narrow(0, offset, n);
+      Tensor yg = gpu(randn({n + 1}, 34, dt)).narrow(0, offset, n);
+      const std::string what = std::string(dtype_name(dt)) + " offset " + std::to_string(offset);
+      double rtol = dt == DType::f32 ? 1e-5 : 1e-13, atol = dt == DType::f32 ? 5e-6 : 1e-14;
+      Both u = run_both(Op::gelu_tanh, {x}, {xg}, {{Dims{n}, dt}});
+      expect_close(u.cuda[0], u.cpu[0], rtol, atol, "gelu_tanh " + what);
+      Both b = run_both(Op::mul, {x, y}, {xg, yg}, {{Dims{n}, dt}});
+      expect_equal(b.cuda[0], b.cpu[0], "mul " + what);
+      Both ub = run_both(Op::silu_backward, {x, y}, {xg, yg}, {{Dims{n}, dt}});
+      expect_close(ub.cuda[0], ub.cpu[0], rtol, atol, "silu_backward " + what);
+      // A bias row over [17, 59] (59 columns: no packs) and [17, 60] (packs of 4 floats / 2 doubles).
+      for (int64_t cols : {59, 60}) {
+        Tensor full = x.narrow(0, 0, 17 * cols).view({17, cols}), bias = y.narrow(0, 0, cols);
+        Tensor fullg = xg.narrow(0, 0, 17 * cols).view({17, cols}), biasg = yg.narrow(0, 0, cols);
+        Both r = run_both(Op::add, {full, bias}, {fullg, biasg}, {{Dims{17, cols}, dt}});
+        expect_equal(r.cuda[0], r.cpu[0], "bias add " + std::to_string(cols) + " columns " + what);
+        Both rf = run_both(Op::sub, {bias, full}, {biasg, fullg}, {{Dims{17, cols}, dt}});
+        expect_equal(rf.cuda[0], rf.cpu[0], "bias-first sub " + std::to_string(cols) + " columns " + what);
+      }
+    }
+  }
+}
+
+TEST(CudaUnary, SwigluForwardBackwardMatchCpu) {
+  SKIP_WITHOUT_CUDA();
+  for (DType dt : {DType::f32, DType::f64}) {
+    for (int64_t offset : {0, 1}) {
+      const int64_t n = 2 * 517;
+      Tensor g = randn({n + 1}, 35, dt, 2.0).narrow(0, offset, n), u = randn({n + 1}, 36, dt).narrow(0, offset, n);
+      Tensor go = randn({n}, 37, dt);
+      Tensor gg = gpu(randn({n + 1}, 35, dt, 2.0)).narrow(0, offset, n);
+      Tensor ug = gpu(randn({n + 1}, 36, dt)).narrow(0, offset, n);
+      const std::string what = std::string(dtype_name(dt)) + " offset " + std::to_string(offset);
+      // The CPU's f32 path uses its vectorised sigmoid (a few ulp from expf).
+      double rtol = dt == DType::f32 ? 2e-5 : 1e-13, atol = dt == DType::f32 ? 1e-5 : 1e-14;
+      Both f = run_both(Op::swiglu, {g, u}, {gg, ug}, {{Dims{n}, dt}});
+      expect_close(f.cuda[0], f.cpu[0], rtol, atol, "swiglu " + what);
+      Both b = run_both(Op::swiglu_backward, {g, u, go}, {gg, ug, gpu(go)}, {{Dims{n}, dt}, {Dims{n}, dt}});
+      expect_close(b.cuda[0], b.cpu[0], rtol, atol, "swiglu_backward ggate " + what);
+      expect_close(b.cuda[1], b.cpu[1], rtol, atol, "swiglu_backward gup " + what);
+    }
+  }
+}
+
 TEST(CudaUnary, StridedInputRunsThroughTheHostFallback) {
   SKIP_WITHOUT_CUDA();
   // The CPU kernel wants a contiguous input; the host fallback hands it contiguous host copies.
@@ -632,6 +686,27 @@ TEST(CudaMatmul, LayoutsAndBroadcastMatchCpu) {
   for (double v : out.to_double_vector()) EXPECT_EQ(v, 0.0);
 }
 
+// attrs.scale and attrs.beta are GEMM's alpha and beta (C = scale A B + beta C), as on the CPU:
+// the fused LM-head loss passes the loss gradient as scale.
+TEST(CudaMatmul, ScaleAndBetaMatchCpu) {
+  SKIP_WITHOUT_CUDA();
+  const int64_t B = 2, M = 17, K = 23, N = 11;
+  for (DType dt : {DType::f32, DType::f64}) {
+    double rtol = dt == DType::f32 ? 1e-5 : 1e-12, atol = dt == DType::f32 ? 1e-4 : 1e-12;
+    Tensor a = randn({B, M, K}, 95, dt), b = randn({B, K, N}, 96, dt), c0 = randn({B, M, N}, 97, dt);
+    OpAttrs at;
+    at.scale = -0.75;
+    at.beta = 0.5;
+    Tensor oc = c0.clone(), og = gpu(c0);
+    dispatch(Op::matmul, {a, b}, {oc}, at);
+    dispatch(Op::matmul, {gpu(a), gpu(b)}, {og}, at);
+    expect_close(og, oc, rtol, atol, std::string("matmul scale -0.75 beta 0.5 ") + dtype_name(dt));
+    // The reference by hand: the CPU kernel itself must agree with -0.75 A B + 0.5 C.
+    Tensor ref = add(mul_scalar(matmul(a, b), -0.75), mul_scalar(c0, 0.5));
+    expect_close(oc, ref, rtol, atol, std::string("cpu matmul scale/beta ") + dtype_name(dt));
+  }
+}
+
 TEST(CudaMatmul, OperandWithoutUnitStrideGoesToTheHostKernel) {
   SKIP_WITHOUT_CUDA();
   Tensor base = randn({2, 4, 6, 2}, 1);  // a [2, 4, 6] view with strides (48, 12, 2): no unit stride
@@ -643,6 +718,51 @@ TEST(CudaMatmul, OperandWithoutUnitStrideGoesToTheHostKernel) {
   dispatch(Op::matmul, {ag, gpu(b)}, {og});  // host copies are contiguous, so the CPU kernel runs
   EXPECT_EQ(host_fallback_count(Op::matmul), before + 1);
   expect_close(og, oc, 0, 0, "matmul through the host fallback");
+}
+
+// ---- optimizer steps ---------------------------------------------------------------------------------------
+// Three AdamW steps (bias corrections change with the step) and SGD with and without momentum,
+// in place on the device, against the same updates on the CPU.
+TEST(CudaOptim, AdamwAndSgdStepsMatchCpu) {
+  SKIP_WITHOUT_CUDA();
+  for (DType dt : {DType::f32, DType::f64}) {
+    double rtol = dt == DType::f32 ? 1e-6 : 1e-14, atol = dt == DType::f32 ? 1e-7 : 1e-15;
+    for (int64_t offset : {0, 1}) {
+      const int64_t n = 1001;
+      const std::string what = std::string(dtype_name(dt)) + " offset " + std::to_string(offset);
+      auto slice = [&](const Tensor& t) { return t.narrow(0, offset, n); };
+      Tensor p = randn({n + 1}, 81, dt), m = Tensor::zeros({n + 1}, dt), v = Tensor::zeros({n + 1}, dt);
+      Tensor pg = gpu(p), mg = gpu(m), vg = gpu(v);
+      OpAttrs at;
+      at.alpha = 1e-2, at.beta = 0.9, at.p = 0.95, at.eps = 1e-8, at.scale = 0.1;
+      for (int step = 1; step <= 3; ++step) {
+        at.k = step;
+        Tensor g = randn({n}, 82 + uint64_t(step), dt);
+        dispatch(Op::adamw_step, {g}, {slice(p), slice(m), slice(v)}, at);
+        int64_t before = host_fallback_count(Op::adamw_step);
+        dispatch(Op::adamw_step, {gpu(g)}, {slice(pg), slice(mg), slice(vg)}, at);
+        EXPECT_EQ(host_fallback_count(Op::adamw_step), before) << what;
+      }
+      expect_close(pg, p, rtol, atol, "adamw param " + what);
+      expect_close(mg, m, rtol, atol, "adamw exp_avg " + what);
+      expect_close(vg, v, rtol, atol, "adamw exp_avg_sq " + what);
+
+      OpAttrs sa;
+      sa.alpha = 0.05, sa.beta = 0.9, sa.scale = 1e-3;
+      Tensor q = randn({n + 1}, 91, dt), mom = Tensor::zeros({n + 1}, dt), q2 = randn({n + 1}, 92, dt);
+      Tensor qg = gpu(q), momg = gpu(mom), q2g = gpu(q2);
+      for (int step = 0; step < 2; ++step) {
+        Tensor g = randn({n}, 93 + uint64_t(step), dt);
+        dispatch(Op::sgd_step, {g}, {slice(q), slice(mom)}, sa);
+        dispatch(Op::sgd_step, {gpu(g)}, {slice(qg), slice(momg)}, sa);
+        dispatch(Op::sgd_step, {g}, {slice(q2), Tensor()}, sa);
+        dispatch(Op::sgd_step, {gpu(g)}, {slice(q2g), Tensor()}, sa);
+      }
+      expect_close(qg, q, rtol, atol, "sgd momentum param " + what);
+      expect_close(momg, mom, rtol, atol, "sgd momentum buffer " + what);
+      expect_close(q2g, q2, rtol, atol, "sgd without momentum " + what);
+    }
+  }
 }
 
 // ---- end to end: a small MLP step through ops.h and autograd ------------------------------------------------
@@ -672,6 +792,47 @@ TEST(CudaEndToEnd, MlpLossAndGradientsMatchCpu) {
   expect_close(lg.to(Device::cpu()), lc, 1e-5, 1e-6, "loss");
   for (size_t i = 0; i < pc.size(); ++i)
     expect_close(pg[i].grad().to(Device::cpu()), pc[i].grad(), 1e-4, 1e-6, "grad " + std::to_string(i));
+}
+
+// linear_cross_entropy on the device is the composition; its loss and gradients match the CPU's
+// fused path. The cross-entropy kernel's third output (the logits' gradient written in place)
+// has no device kernel: it runs through the host fallback and still gives the CPU's values.
+TEST(CudaCrossEntropy, LinearCrossEntropyAndInPlaceGradientMatchCpu) {
+  SKIP_WITHOUT_CUDA();
+  const int64_t N = 37, C = 24, V = 53;
+  std::vector<double> ids(N);
+  for (int64_t i = 0; i < N; ++i) ids[size_t(i)] = double(i % 9 == 4 ? -100 : (i * 11) % V);
+  CrossEntropyOptions opt;
+  opt.label_smoothing = 0.1;
+  auto run = [&](Device dev, Tensor* gx, Tensor* gw) {
+    Tensor x = randn({N, C}, 21, DType::f32, 0.5).to(dev), w = randn({V, C}, 22, DType::f32, 0.3).to(dev);
+    x.set_requires_grad(true);
+    w.set_requires_grad(true);
+    Tensor loss = linear_cross_entropy(x, w, values(ids, {N}, DType::i64).to(dev), opt);
+    loss.backward();
+    *gx = x.grad().to(Device::cpu());
+    *gw = w.grad().to(Device::cpu());
+    return loss.to(Device::cpu());
+  };
+  Tensor gxc, gwc, gxg, gwg;
+  Tensor lc = run(Device::cpu(), &gxc, &gwc), lg = run(kGpu, &gxg, &gwg);
+  expect_close(lg, lc, 1e-5, 1e-6, "linear_cross_entropy loss");
+  expect_close(gxg, gxc, 1e-4, 1e-6, "linear_cross_entropy grad x");
+  expect_close(gwg, gwc, 1e-4, 1e-6, "linear_cross_entropy grad weight");
+
+  Tensor logits = randn({N, V}, 23), target = values(ids, {N}, DType::i64);
+  OpAttrs at;
+  at.ignore_index = -100;
+  at.label_smoothing = 0.1;
+  Tensor gc = logits.clone(), gg = gpu(logits);
+  Tensor lcpu = Tensor::empty({N}), lse_c = Tensor::empty({N});
+  Tensor lgpu = Tensor::empty({N}, DType::f32, kGpu), lse_g = Tensor::empty({N}, DType::f32, kGpu);
+  dispatch(Op::cross_entropy, {gc, target}, {lcpu, lse_c, gc}, at);
+  const int64_t before = host_fallback_count(Op::cross_entropy);
+  dispatch(Op::cross_entropy, {gg, gpu(target)}, {lgpu, lse_g, gg}, at);
+  EXPECT_EQ(host_fallback_count(Op::cross_entropy), before + 1);
+  expect_close(lgpu, lcpu, 1e-5, 1e-6, "cross_entropy loss with the in-place gradient");
+  expect_close(gg, gc, 1e-5, 1e-7, "cross_entropy in-place logits gradient");
 }
 
 #endif  // LOOM_WITH_CUDA
