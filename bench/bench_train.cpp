@@ -1,11 +1,12 @@
-// bench_train.cpp: end-to-end training-step speed of one TransformerLM on the CPU. Times each
-// full step (forward, mean cross-entropy, backward, AdamW step, zero grads) on random token
-// batches and prints the median step time beside tokens/s, achieved GFLOP/s, this machine's
-// GEMM peak at the same thread count and the resulting MFU, and the peak resident memory.
-// bench/compare_torch.py runs it alternately with the same model in PyTorch (torch_model.py).
+// bench_train.cpp: end-to-end training-step speed of one TransformerLM on the CPU (or a GPU with
+// --device cuda). Times each full step (forward, mean cross-entropy, backward, AdamW step, zero
+// grads) on random token batches and prints the median step time beside tokens/s, achieved
+// GFLOP/s, the device's GEMM peak (the CPU's at the same thread count, or the GPU's f32 cuBLAS
+// rate) and the resulting MFU, and the peak resident memory. bench/compare_torch.py runs it
+// alternately with the same model in PyTorch (torch_model.py, which takes --device too).
 //
 //   bench_train --preset llama|gpt2 --vocab V --d D --layers L --heads H [--kv-heads K]
-//               --seq T --batch B --steps N --warmup W --threads n [--seed S] [--json]
+//               --seq T --batch B --steps N --warmup W --threads n [--seed S] [--device D] [--json]
 //
 // FLOPs per token are ModelConfig::train_flops_per_token(T): 6 N (N = non-embedding weights
 // plus the LM head, PaLM appendix B) + 6 L T C (causal QK^T and PV, forward and backward).
@@ -41,12 +42,14 @@ struct Args {
   int steps = 10, warmup = 3, threads = 1;
   uint64_t seed = 1234;
   bool json = false;
+  runtime::Device device = runtime::Device::cpu();
 };
 
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
                "bench_train: %s\nusage: bench_train --preset llama|gpt2 --vocab V --d D --layers L --heads H "
-               "[--kv-heads K] --seq T --batch B --steps N --warmup W --threads n [--seed S] [--json]\n",
+               "[--kv-heads K] --seq T --batch B --steps N --warmup W --threads n [--seed S] [--device cpu|cuda[:N]] "
+               "[--json]\n",
                why);
   std::exit(2);
 }
@@ -73,6 +76,7 @@ Args parse(int argc, char** argv) {
     else if (k == "--warmup") a.warmup = std::atoi(v);
     else if (k == "--threads") a.threads = std::atoi(v);
     else if (k == "--seed") a.seed = std::strtoull(v, nullptr, 10);
+    else if (k == "--device") a.device = runtime::Device::parse(v);
     else usage(("unknown option " + k).c_str());
   }
   if (a.preset != "llama" && a.preset != "gpt2") usage("--preset must be llama or gpt2");
@@ -94,6 +98,28 @@ double peak_rss_mb() {
   return double(ru.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
 }
 
+// Waits for the device's queued work: reading one element back waits for everything before it
+// (every Loom kernel runs on the device's one stream).
+void wait_for(runtime::Device, const models::TransformerLM& model) {
+  model.parameters().back().tensor.detach().view({-1}).narrow(0, 0, 1).item();
+}
+
+// The GPU's f32 GEMM rate: the best of a few 4096^3 products (cuBLAS, full FP32).
+double device_gemm_peak_flops(runtime::Device dev) {
+  const int64_t n = 4096;
+  runtime::NoGradGuard no_grad;
+  Tensor x = Tensor::randn({n, n}, 1).to(dev), y = Tensor::randn({n, n}, 2).to(dev);
+  double best = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    auto t0 = std::chrono::steady_clock::now();
+    Tensor z = runtime::matmul(x, y);
+    z.view({-1}).narrow(0, 0, 1).item();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, 2.0 * double(n) * n * n / s);
+  }
+  return best;
+}
+
 const char* env_or(const char* name, const char* dflt) {
   const char* v = std::getenv(name);
   return v ? v : dflt;
@@ -110,9 +136,11 @@ int main(int argc, char** argv) {
   const int64_t B = a.batch, T = a.seq, V = a.vocab;
 
   // The GEMM peak first, before the model's memory is touched: the MFU denominator.
-  double gemm_peak = runtime::cpu::measured_gemm_peak_flops(0.3);
+  const bool on_cpu = a.device.is_cpu();
+  double gemm_peak = on_cpu ? runtime::cpu::measured_gemm_peak_flops(0.3) : device_gemm_peak_flops(a.device);
 
   models::TransformerLM model(cfg, a.seed);
+  model.to(a.device);
   // One parameter group, every tensor decayed (as torch.optim.AdamW(model.parameters())).
   std::vector<optim::ParamRef> refs;
   for (auto& p : model.parameters()) refs.push_back({p.name, p.tensor, true});
@@ -136,8 +164,8 @@ int main(int argc, char** argv) {
         prev = next;
       }
     }
-    inputs.push_back(Tensor::from_vector(x, {B, T}));
-    targets.push_back(Tensor::from_vector(y, {B * T}));
+    inputs.push_back(Tensor::from_vector(x, {B, T}).to(a.device));
+    targets.push_back(Tensor::from_vector(y, {B * T}).to(a.device));
   }
 
   std::vector<double> step_s, losses;
@@ -150,6 +178,7 @@ int main(int argc, char** argv) {
     loss.backward();
     opt.step(lr);
     opt.zero_grad();
+    if (!on_cpu) wait_for(a.device, model);
     double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (!std::isfinite(l)) throw std::runtime_error("loss is not finite at step " + std::to_string(s));
     losses.push_back(l);
@@ -163,21 +192,23 @@ int main(int argc, char** argv) {
   if (a.json) {
     std::printf("{\"framework\": \"loom\", \"preset\": \"%s\", \"vocab\": %lld, \"d\": %lld, \"layers\": %lld, "
                 "\"heads\": %lld, \"kv_heads\": %lld, \"ffn_hidden\": %lld, \"seq\": %lld, \"batch\": %lld, "
-                "\"threads\": %d, \"omp_wait_policy\": \"%s\", \"params\": %lld, \"warmup\": %d, \"steps\": %d, "
-                "\"step_s\": [",
+                "\"threads\": %d, \"omp_wait_policy\": \"%s\", \"device\": \"%s\", \"params\": %lld, \"warmup\": %d, "
+                "\"steps\": %d, \"step_s\": [",
                 a.preset.c_str(), (long long)V, (long long)a.d, (long long)a.layers, (long long)a.heads,
                 (long long)cfg.n_kv_heads, (long long)cfg.ffn_hidden, (long long)T, (long long)B, a.threads,
-                env_or("OMP_WAIT_POLICY", ""), (long long)cfg.num_parameters(), a.warmup, a.steps);
+                env_or("OMP_WAIT_POLICY", ""), a.device.str().c_str(), (long long)cfg.num_parameters(), a.warmup,
+                a.steps);
     for (size_t i = 0; i < step_s.size(); ++i) std::printf("%s%.6f", i ? ", " : "", step_s[i]);
     std::printf("], \"median_step_s\": %.6f, \"mean_step_s\": %.6f, \"tokens_per_s\": %.1f, "
                 "\"flops_per_token\": %.1f, \"achieved_gflops\": %.3f, \"gemm_peak_gflops\": %.3f, \"mfu\": %.5f, "
                 "\"peak_rss_mb\": %.1f, \"gemm_library\": \"%s\", \"first_loss\": %.6f, \"last_loss\": %.6f}\n",
                 med, mean, tokens / med, fpt, achieved / 1e9, gemm_peak / 1e9, achieved / gemm_peak, peak_rss_mb(),
-                runtime::cpu::gemm_library(), losses.front(), losses.back());
+                on_cpu ? runtime::cpu::gemm_library() : "cublas", losses.front(), losses.back());
   } else {
-    std::printf("loom %s V%lld d%lld L%lld H%lld T%lld B%lld, %d thread(s), %lld params, GEMM %s\n", a.preset.c_str(),
-                (long long)V, (long long)a.d, (long long)a.layers, (long long)a.heads, (long long)T, (long long)B,
-                a.threads, (long long)cfg.num_parameters(), runtime::cpu::gemm_library());
+    std::printf("loom %s V%lld d%lld L%lld H%lld T%lld B%lld on %s, %d thread(s), %lld params, GEMM %s\n",
+                a.preset.c_str(), (long long)V, (long long)a.d, (long long)a.layers, (long long)a.heads, (long long)T,
+                (long long)B, a.device.str().c_str(), a.threads, (long long)cfg.num_parameters(),
+                on_cpu ? runtime::cpu::gemm_library() : "cublas");
     std::printf("median step %.1f ms (mean %.1f), %.0f tok/s, %.2f GFLOP/s of %.2f GEMM peak = MFU %.1f%%, "
                 "peak RSS %.0f MB, loss %.4f -> %.4f\n",
                 med * 1e3, mean * 1e3, tokens / med, achieved / 1e9, gemm_peak / 1e9, 100 * achieved / gemm_peak,

@@ -143,7 +143,7 @@ class TransformerLM(nn.Module):
         B, T = ids.shape
         x = self.embed_tokens(ids)
         if self.embed_positions is not None:
-            x = x + self.embed_positions(torch.arange(T))
+            x = x + self.embed_positions(torch.arange(T, device=ids.device))
         cos = self.cos[:T] if self.cos is not None else None
         sin = self.sin[:T] if self.sin is not None else None
         for blk in self.layers:
@@ -165,6 +165,18 @@ def gemm_peak_flops(seconds=0.3, n=512):
     while time.perf_counter() - start < seconds:
         t0 = time.perf_counter()
         torch.mm(a, b)
+        best = max(best, 2.0 * n ** 3 / (time.perf_counter() - t0))
+    return best
+
+
+def device_gemm_peak_flops(device, n=4096):
+    """The GPU's best f32 rate over five 4096^3 products, TF32 off (what bench_train --device does)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best = 0.0
+    for _ in range(5):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        torch.cuda.synchronize(device)
         best = max(best, 2.0 * n ** 3 / (time.perf_counter() - t0))
     return best
 
@@ -208,13 +220,19 @@ def main():
         ap.add_argument("--" + k, type=int, default=v)
     ap.add_argument("--adamw", choices=["fused", "foreach", "forloop"], default="fused")
     ap.add_argument("--probe-adamw", action="store_true")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N] (TF32 off, like Loom's full-FP32 cuBLAS)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)
+    device = torch.device(a.device)
+    on_gpu = device.type == "cuda"
+    if on_gpu:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     c = Config(a.preset, a.vocab, a.d, a.layers, a.heads, a.kv_heads, a.seq)
-    peak = gemm_peak_flops()
-    model = TransformerLM(c, a.seed)
+    peak = device_gemm_peak_flops(device) if on_gpu else gemm_peak_flops()
+    model = TransformerLM(c, a.seed).to(device)
     n_params = sum(p.numel() for p in model.parameters())  # tied weights counted once
     assert n_params == c.num_parameters(), f"PyTorch model has {n_params} parameters, Loom's formula {c.num_parameters()}"
     if a.probe_adamw:
@@ -222,7 +240,7 @@ def main():
         return
 
     opt = make_optimizer(model, a.adamw)
-    data = batches(c, a.batch, a.seed)
+    data = [(x.to(device), y.to(device)) for x, y in batches(c, a.batch, a.seed)]
     step_s, losses = [], []
     for s in range(a.warmup + a.steps):
         x, y = data[s % 4]
@@ -233,6 +251,8 @@ def main():
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)  # as Loom's zero_grad: drop the gradient tensors
+        if on_gpu:
+            torch.cuda.synchronize(device)  # the step's queued kernels are part of its time
         dt = time.perf_counter() - t0
         if not math.isfinite(lv):
             raise SystemExit(f"loss is not finite at step {s}")
@@ -245,13 +265,14 @@ def main():
     out = {
         "framework": "pytorch", "preset": a.preset, "vocab": a.vocab, "d": a.d, "layers": a.layers,
         "heads": a.heads, "kv_heads": c.kv_heads, "ffn_hidden": c.ffn, "seq": a.seq, "batch": a.batch,
-        "threads": a.threads, "torch_num_threads": torch.get_num_threads(), "adamw": a.adamw,
+        "threads": a.threads, "torch_num_threads": torch.get_num_threads(), "adamw": a.adamw, "device": a.device,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""), "params": n_params,
         "warmup": a.warmup, "steps": a.steps, "step_s": [round(t, 6) for t in step_s],
         "median_step_s": med, "mean_step_s": statistics.fmean(step_s), "tokens_per_s": tokens / med,
         "flops_per_token": fpt, "achieved_gflops": fpt * tokens / med / 1e9, "gemm_peak_gflops": peak / 1e9,
         "mfu": fpt * tokens / med / peak, "peak_rss_mb": peak_rss_mb(), "rss_after_import_mb": RSS_AFTER_IMPORT_MB,
-        "gemm_library": "mkl" if torch.backends.mkl.is_available() else "other", "torch_version": torch.__version__,
+        "gemm_library": "cublas" if on_gpu else ("mkl" if torch.backends.mkl.is_available() else "other"),
+        "torch_version": torch.__version__,
         "first_loss": losses[0], "last_loss": losses[-1],
     }
     if a.json:

@@ -109,6 +109,15 @@ void TransformerLM::add_param(const std::string& name, const Dims& shape, double
   params_.push_back({name, t, no_decay, shard});
 }
 
+void TransformerLM::to(runtime::Device dev) {
+  for (NamedParameter& p : params_) {
+    if (p.tensor.device() == dev) continue;
+    Tensor t = p.tensor.detach().to(dev);
+    t.set_requires_grad(true);
+    p.tensor = t;
+  }
+}
+
 Tensor& TransformerLM::param(const std::string& name) {
   auto it = index_.find(name);
   if (it == index_.end()) throw std::out_of_range("model has no parameter '" + name + "'");
@@ -218,7 +227,8 @@ Tensor TransformerLM::stage_body(const Tensor& input, const Tensor& positions, c
                                 input.shape().str());
   // The full sequence length (the activation holds 1/t of it under sequence parallelism).
   const int64_t B = input.size(0), T = stage_.embedding ? input.size(1) : input.size(1) * (tp_.sp() ? tp_.size() : 1);
-  Tensor pos = positions.defined() ? positions : Tensor::arange(T).view({1, T}).expand({B, T}).contiguous();
+  Tensor pos = positions.defined() ? positions
+                                   : Tensor::arange(T, DType::i64, input.device()).view({1, T}).expand({B, T}).contiguous();
   AttentionMask m = mask ? *mask : AttentionMask{};
   m.causal = true;
   Tensor x = stage_.embedding ? embed(input, pos) : input;

@@ -88,6 +88,9 @@ class TransformerLM {
   Tensor& param(const std::string& name);
   const Tensor& param(const std::string& name) const;
   bool has_param(const std::string& name) const { return index_.count(name) > 0; }
+  // Moves every parameter to `dev` (each again a leaf that requires grad); inputs, targets and
+  // masks must then live there too, and an optimizer must be made after the move.
+  void to(runtime::Device dev);
   void set_training(bool t) { training_ = t; }
   bool training() const { return training_; }
   // Activation checkpointing per block (recompute in backward).

@@ -16,6 +16,9 @@ void register_cross_entropy_kernels(KernelTable& t);
 void register_reduce_kernels(KernelTable& t);
 void register_matmul_kernels(KernelTable& t);
 void register_optim_kernels(KernelTable& t);
+void register_embedding_kernels(KernelTable& t);
+void register_rope_kernels(KernelTable& t);
+void register_attention_kernels(KernelTable& t);
 
 namespace {
 Allocator* allocator_factory(int index) { return &caching_allocator(index); }
@@ -34,6 +37,9 @@ void register_cuda_backend(KernelTable& t) {
   cuda::register_reduce_kernels(t);
   cuda::register_matmul_kernels(t);
   cuda::register_optim_kernels(t);
+  cuda::register_embedding_kernels(t);
+  cuda::register_rope_kernels(t);
+  cuda::register_attention_kernels(t);
 }
 
 }  // namespace loom::runtime

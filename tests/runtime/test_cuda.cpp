@@ -14,7 +14,7 @@
 #include "runtime/ops.h"
 
 #ifdef LOOM_WITH_CUDA
-#include "runtime/cuda/cuda_backend.h"
+#include "tests/runtime/cuda_test_util.h"
 #endif
 
 namespace loom::runtime {
@@ -34,82 +34,7 @@ TEST(Cuda, BuiltWithoutCudaRefusesCudaTensorsClearly) {
 
 #else
 
-#define SKIP_WITHOUT_CUDA()                                                               \
-  do {                                                                                    \
-    if (cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device: " << cuda::unavailable_reason(); \
-  } while (0)
-
-const Device kGpu = Device::cuda(0);
-
-// ---- helpers ---------------------------------------------------------------------------------
-Tensor randn(const Dims& shape, uint64_t seed, DType dt = DType::f32, double scale = 1.0) {
-  Tensor t = Tensor::randn(shape, seed, DType::f64);
-  std::vector<double> v = t.to_double_vector();
-  for (double& x : v) x *= scale;
-  return Tensor::from_vector(v, shape).to(dt);
-}
-Tensor values(const std::vector<double>& v, const Dims& shape, DType dt) {
-  return Tensor::from_vector(v, shape).to(dt);
-}
-Tensor gpu(const Tensor& t) { return t.to(kGpu); }
-
-// |got - want| <= atol + rtol |want| elementwise (NaN matches NaN, an infinity itself), reporting
-// the worst element.
-void expect_close(const Tensor& got, const Tensor& want, double rtol, double atol, const std::string& what) {
-  ASSERT_EQ(got.shape(), want.shape()) << what;
-  ASSERT_EQ(got.dtype(), want.dtype()) << what;
-  std::vector<double> g = got.to_double_vector(), w = want.to_double_vector();
-  int64_t bad = 0, worst = -1;
-  double worst_excess = 0;
-  for (size_t i = 0; i < g.size(); ++i) {
-    if (g[i] == w[i] || (std::isnan(g[i]) && std::isnan(w[i]))) continue;  // equal infinities too
-    double err = std::abs(g[i] - w[i]), lim = atol + rtol * std::abs(w[i]);
-    if (!(err <= lim)) {
-      ++bad;
-      if (worst < 0 || err - lim > worst_excess || std::isnan(err)) worst = int64_t(i), worst_excess = err - lim;
-    }
-  }
-  EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << g.size() << " elements differ; worst at " << worst << ": cuda "
-                    << (worst >= 0 ? g[size_t(worst)] : 0) << " vs cpu " << (worst >= 0 ? w[size_t(worst)] : 0);
-}
-void expect_equal(const Tensor& got, const Tensor& want, const std::string& what) {
-  expect_close(got, want, 0, 0, what);
-}
-
-struct Spec {
-  Dims shape;
-  DType dtype;
-};
-struct Both {
-  std::vector<Tensor> cpu, cuda;
-};
-
-// Runs `op` on CPU inputs and on their device twins (given, so tests can pass strided views);
-// outputs are fresh contiguous tensors (a spec with an empty dtype list entry is undefined).
-// Fails the test when the CUDA run used the host fallback (unless allow_fallback).
-Both run_both(Op op, const std::vector<Tensor>& in_cpu, const std::vector<Tensor>& in_gpu,
-              const std::vector<Spec>& outs, const OpAttrs& attrs = {}, bool allow_fallback = false) {
-  Both r;
-  for (const Spec& s : outs) {
-    r.cpu.push_back(Tensor::empty(s.shape, s.dtype));
-    r.cuda.push_back(Tensor::empty(s.shape, s.dtype, kGpu));
-  }
-  dispatch(op, in_cpu, r.cpu, attrs);
-  int64_t before = host_fallback_count(op);
-  dispatch(op, in_gpu, r.cuda, attrs);
-  if (!allow_fallback) {
-    EXPECT_EQ(host_fallback_count(op), before) << op_name(op) << " ran through the host fallback";
-  }
-  return r;
-}
-std::vector<Tensor> to_gpu(const std::vector<Tensor>& v) {
-  std::vector<Tensor> r;
-  for (const Tensor& t : v) r.push_back(t.defined() ? gpu(t) : t);
-  return r;
-}
-Both run_both(Op op, const std::vector<Tensor>& in_cpu, const std::vector<Spec>& outs, const OpAttrs& attrs = {}) {
-  return run_both(op, in_cpu, to_gpu(in_cpu), outs, attrs);
-}
+using namespace cuda_testing;
 
 const DType kAllDtypes[] = {DType::f32, DType::f64, DType::bf16, DType::f16, DType::i32, DType::i64, DType::u8};
 
@@ -123,10 +48,11 @@ TEST(CudaBackend, TableHasTheSpecialisedKernels) {
                 Op::max_dim, Op::matmul, Op::softmax_last, Op::softmax_backward_last, Op::log_softmax_last,
                 Op::log_softmax_backward_last, Op::cross_entropy, Op::cross_entropy_backward, Op::rms_norm,
                 Op::rms_norm_backward, Op::layer_norm, Op::layer_norm_backward, Op::swiglu, Op::swiglu_backward,
-                Op::adamw_step, Op::sgd_step})
+                Op::adamw_step, Op::sgd_step, Op::embedding, Op::embedding_backward, Op::rope, Op::attention,
+                Op::attention_backward})
     EXPECT_NE(t.fn[size_t(op)], nullptr) << op_name(op);
   // Ops the first version leaves to the host fallback.
-  for (Op op : {Op::attention, Op::attention_backward, Op::rope, Op::embedding, Op::random_normal})
+  for (Op op : {Op::dropout, Op::random_normal, Op::multinomial})
     EXPECT_EQ(t.fn[size_t(op)], nullptr) << op_name(op);
 }
 
