@@ -68,6 +68,18 @@ def torch_rows(torch):
         logits = randn(RV, V)
         target = (torch.arange(RV, device=dev) * 7919) % V
         rows["cross_entropy [2048,32000]"] = seconds_per_call(torch, 20, lambda: F.cross_entropy(logits, target))
+    # Attention in PyTorch's own layout [B, H, T, D] (its SDPA picks the kernel; f32 rules out flash).
+    q, k, v, go = (randn(8, 12, 1024, 64) for _ in range(4))
+    with torch.no_grad():
+        rows["attention fwd B8 T1024 H12 D64 causal"] = seconds_per_call(
+            torch, 10, lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
+    qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
+
+    def attn_fwd_bwd():
+        F.scaled_dot_product_attention(qg, kg, vg, is_causal=True).backward(go)
+        qg.grad = kg.grad = vg.grad = None
+
+    rows["attention fwd+bwd B8 T1024 H12 D64 causal"] = seconds_per_call(torch, 5, attn_fwd_bwd)
     # PyTorch's fastest AdamW: the fused multi-tensor CUDA kernel (fused=True), one 64M tensor.
     p = torch.nn.Parameter(randn(1 << 26))
     p.grad = randn(1 << 26)
