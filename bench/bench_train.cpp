@@ -45,13 +45,13 @@ struct Args {
   runtime::Device device = runtime::Device::cpu();
 };
 
-[[noreturn]] void usage(const char* why) {
-  std::fprintf(stderr,
+[[noreturn]] void usage(const char* why, int code = 2) {
+  std::fprintf(code ? stderr : stdout,
                "bench_train: %s\nusage: bench_train --preset llama|gpt2 --vocab V --d D --layers L --heads H "
                "[--kv-heads K] --seq T --batch B --steps N --warmup W --threads n [--seed S] [--device cpu|cuda[:N]] "
                "[--json]\n",
                why);
-  std::exit(2);
+  std::exit(code);
 }
 
 Args parse(int argc, char** argv) {
@@ -62,6 +62,7 @@ Args parse(int argc, char** argv) {
       a.json = true;
       continue;
     }
+    if (k == "--help" || k == "-h") usage("one TransformerLM training step, timed", 0);
     if (i + 1 >= argc) usage(("missing value after " + k).c_str());
     const char* v = argv[++i];
     if (k == "--preset") a.preset = v;

@@ -12,6 +12,10 @@
 # bench/{bench_cuda,bench_train}. Logs and the benchmark JSON go to OUT_DIR (default
 # gpu-check-out). Exits non-zero when any step fails; every step runs regardless.
 set -uo pipefail
+if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then
+  sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//'
+  exit 0
+fi
 cd "$(dirname "$0")/.."
 build=${1:-build}
 out=${2:-gpu-check-out}
