@@ -220,8 +220,14 @@ class Trainer {
     auto log_metrics = [&](const nlohmann::json& j) {
       if (metrics) metrics->write(j);
     };
-    // Every rank measures its own GEMM peak; the job's peak is their sum.
-    const double peak = cpu::measured_gemm_peak_flops() * double(world_->size());
+    // The MFU denominator: one core's measured GEMM rate times the threads and the ranks. A
+    // measurement at the full thread count lasts a fraction of a second, and on a shared VM a
+    // core lost for that window halved it (the quickstart then reported MFU near 100%).
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    const double core_peak = cpu::measured_gemm_peak_flops();
+    omp_set_num_threads(threads);
+    const double peak = core_peak * double(threads) * double(world_->size());
     const double flops_per_token = model_.config().train_flops_per_token(seq_);
     message("loom train: " + std::to_string(model_.config().num_parameters()) + " parameters, " +
             std::to_string(steps_) + " steps of " + std::to_string(batch_ * seq_) + " tokens, " +
