@@ -1,5 +1,5 @@
-// cpu/common.h: helpers every CPU kernel uses: the one OpenMP-based parallel_for, dtype
-// visitors, and element load/store with half-precision conversion.
+// cpu/common.h: helpers every CPU kernel uses: the one OpenMP-based parallel_for, the fixed-block
+// row reduction, dtype visitors, and element load/store with half-precision conversion.
 #pragma once
 #include <omp.h>
 
@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "runtime/kernels.h"
 
@@ -28,6 +29,27 @@ template <class F> void parallel_for(int64_t n, int64_t grain, F&& fn) {
     int64_t begin = n * t / chunks, end = n * (t + 1) / chunks;
     if (begin < end) fn(begin, end);
   }
+}
+
+// Sums per-row contributions over rows [0, rows) in fixed blocks of kReduceRowBlock rows: the
+// blocks' f64 partial sums run in parallel, then are added in block order, so the result
+// depends on `rows` only, never on the thread count (parameter gradients of the norms, sums
+// over a tensor's middle axis). per_row(r, acc) adds row r's terms to acc[0, width); the
+// partials take width doubles per block, 1/32 of an f32 input whose rows are width wide.
+constexpr int64_t kReduceRowBlock = 64;
+template <class F> void reduce_rows_fixed(int64_t rows, int64_t width, std::vector<double>& result, F&& per_row) {
+  const int64_t blocks = std::max<int64_t>(1, (rows + kReduceRowBlock - 1) / kReduceRowBlock);
+  std::vector<double> partial(size_t(blocks * width), 0.0);
+  parallel_for(blocks, 1, [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k)
+      for (int64_t r = k * kReduceRowBlock; r < std::min(rows, (k + 1) * kReduceRowBlock); ++r)
+        per_row(r, partial.data() + k * width);
+  });
+  result.assign(size_t(width), 0.0);
+  parallel_for(width, 4096, [&](int64_t b, int64_t e) {
+    for (int64_t k = 0; k < blocks; ++k)
+      for (int64_t j = b; j < e; ++j) result[size_t(j)] += partial[size_t(k * width + j)];
+  });
 }
 
 [[noreturn]] inline void bad_dtype(Op op, DType t) {

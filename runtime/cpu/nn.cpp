@@ -228,23 +228,6 @@ void k_embedding_backward(const KernelArgs& a) {
   });
 }
 
-// ---- parameter-gradient reduction over rows in fixed chunks ----------------------------------
-constexpr int64_t kRowChunks = 32;
-template <class T, class F>
-void reduce_rows_fixed(int64_t rows, int64_t C, int nsums, std::vector<double>& result, F per_row) {
-  int64_t chunks = std::min<int64_t>(kRowChunks, std::max<int64_t>(rows, 1));
-  std::vector<double> partial(size_t(chunks * nsums * C), 0.0);
-  parallel_for(chunks, 1, [&](int64_t b, int64_t e) {
-    for (int64_t k = b; k < e; ++k) {
-      double* acc = partial.data() + k * nsums * C;
-      for (int64_t r = rows * k / chunks; r < rows * (k + 1) / chunks; ++r) per_row(r, acc);
-    }
-  });
-  result.assign(size_t(nsums * C), 0.0);
-  for (int64_t k = 0; k < chunks; ++k)
-    for (int64_t j = 0; j < nsums * C; ++j) result[size_t(j)] += partial[size_t(k * nsums * C + j)];
-}
-
 // ---- LayerNorm: y = (x - mean) * rstd * w + b -------------------------------------------------
 void k_layer_norm(const KernelArgs& a) {
   const Tensor& x = a.in[0];
@@ -347,7 +330,7 @@ void k_layer_norm_backward(const KernelArgs& a) {
     bool want_w = a.out.size() > 1 && a.out[1].defined(), want_b = a.out.size() > 2 && a.out[2].defined();
     if (!want_w && !want_b) return;
     std::vector<double> sums;
-    reduce_rows_fixed<T>(R, C, 2, sums, [&](int64_t r, double* acc) {
+    reduce_rows_fixed(R, 2 * C, sums, [&](int64_t r, double* acc) {
       const T* xr = px + r * C;
       const T* gr = pg + r * C;
       if constexpr (std::is_same_v<T, float>) {  // f32 products, f64 sums
@@ -454,7 +437,7 @@ void k_rms_norm_backward(const KernelArgs& a) {
     });
     if (a.out.size() < 2 || !a.out[1].defined()) return;
     std::vector<double> sums;
-    reduce_rows_fixed<T>(R, C, 1, sums, [&](int64_t r, double* acc) {
+    reduce_rows_fixed(R, C, sums, [&](int64_t r, double* acc) {
       const T* xr = px + r * C;
       const T* gr = pg + r * C;
       if constexpr (std::is_same_v<T, float>) {  // f32 products, f64 sums

@@ -41,19 +41,18 @@ void k_sum_dim(const KernelArgs& a) {
         });
         return;
       }
-      // Reduce the middle axis: columns of I run in parallel, rows accumulate in order.
-      parallel_for(s.o * s.i, 256, [&](int64_t b, int64_t e) {
-        for (int64_t oi = b; oi < e;) {
-          int64_t o = oi / s.i, i0 = oi % s.i;
-          int64_t i1 = std::min(s.i, i0 + (e - oi));
-          std::vector<double> acc(size_t(i1 - i0), 0.0);
-          for (int64_t n = 0; n < s.n; ++n) {
-            const T* row = px + (o * s.n + n) * s.i;
-            for (int64_t i = i0; i < i1; ++i) acc[size_t(i - i0)] += double(row[i]);
-          }
-          for (int64_t i = i0; i < i1; ++i) po[o * s.i + i] = T(acc[size_t(i - i0)]);
-          oi += i1 - i0;
+      // Reduce the middle axis in fixed row blocks: row blocks run in parallel as well as
+      // columns (a bias gradient [B*T, N] -> [N] has too few columns to split between threads).
+      std::vector<double> sums;
+      reduce_rows_fixed(s.n, s.o * s.i, sums, [&](int64_t n, double* acc) {
+        for (int64_t o = 0; o < s.o; ++o) {
+          const T* row = px + (o * s.n + n) * s.i;
+          double* ao = acc + o * s.i;
+          for (int64_t i = 0; i < s.i; ++i) ao[i] += double(row[i]);
         }
+      });
+      parallel_for(s.o * s.i, 4096, [&](int64_t b, int64_t e) {
+        for (int64_t c = b; c < e; ++c) po[c] = T(sums[size_t(c)]);
       });
     }
   });

@@ -193,3 +193,30 @@ TEST(Matmul, RowPanelsGiveTheSameBitsAtAnyThreadCount) {
   // B's layout changes the packing, never the values.
   for (size_t j = 0; j < one[0].size(); ++j) ASSERT_NEAR(one[1][j], one[0][j], 1e-4) << j;
 }
+
+// Sums over a middle axis run in fixed blocks of rows (cpu/common.h reduce_rows_fixed): blocks
+// and columns in parallel, blocks added in order. The result equals an f64 loop to f32 rounding
+// and has the same bits at any thread count; shapes cover one block, a partial last block, and
+// several outer slices (o > 1).
+TEST(Sum, MiddleAxisIsExactAndIndependentOfThreadCount) {
+  const int before = omp_get_max_threads();
+  for (Dims shape : {Dims{40, 7}, Dims{1000, 256}, Dims{3, 301, 5}, Dims{2, 130, 1, 17}}) {
+    Tensor x = Tensor::randn(shape, 11);
+    const int64_t dim = shape.size() == 2 ? 0 : 1;
+    omp_set_num_threads(1);
+    const std::vector<float> one = sum(x, {dim}).to_vector<float>();
+    for (int threads : {2, 3}) {
+      omp_set_num_threads(threads);
+      EXPECT_EQ(sum(x, {dim}).to_vector<float>(), one) << shape.size() << "-d, " << threads << " threads";
+    }
+    const int64_t o = dim == 0 ? 1 : shape[0], n = shape[size_t(dim)], i = x.numel() / (o * n);
+    const std::vector<float> v = x.to_vector<float>();
+    for (int64_t a = 0; a < o; ++a)
+      for (int64_t c = 0; c < i; ++c) {
+        double ref = 0;
+        for (int64_t r = 0; r < n; ++r) ref += double(v[size_t((a * n + r) * i + c)]);
+        ASSERT_NEAR(one[size_t(a * i + c)], ref, 1e-6 * (1 + std::abs(ref))) << a << ", " << c;
+      }
+  }
+  omp_set_num_threads(before);
+}
