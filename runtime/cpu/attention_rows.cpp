@@ -140,6 +140,7 @@ template <class T> void forward(const KernelArgs& a) {
   // Items run query blocks of one (b, h) in order, so a thread's packed K^T grows with kend.
   parallel_for(B * H * nqb, 1, [&](int64_t begin, int64_t end) {
     PackedKeysT<T> kt;
+    int64_t v_asked = 0;  // rows of kt.owner's V already prefetched
     std::vector<T> S(size_t(kBlockQ * round_up(std::max<int64_t>(Tk, 1), kPad)));
     std::vector<double> l(kBlockQ);
     std::vector<T> m(kBlockQ);
@@ -159,8 +160,12 @@ template <class T> void forward(const KernelArgs& a) {
         }
         continue;
       }
-      if (kt.owner != b * Hkv + hk) kt.reset(D, Tk, b * Hkv + hk);
-      prefetch_rows(vrow, kend, ks, D);  // read by P V after the scores
+      if (kt.owner != b * Hkv + hk) {
+        kt.reset(D, Tk, b * Hkv + hk);
+        v_asked = 0;
+      }
+      prefetch_rows(vrow + v_asked * ks, kend - v_asked, ks, D);  // rows new to P V after the scores
+      v_asked = kend;
       if (qb + 1 < nqb) {                 // the next block's queries and new keys
         const int64_t next = std::min(Tq, i0 + 2 * kBlockQ) - i0 - kBlockQ;
         prefetch_rows(qrow + kBlockQ * qs, next, qs, D);
