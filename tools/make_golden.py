@@ -2,7 +2,8 @@
 """make_golden.py: the PyTorch reference behind Loom's golden tests (tests/runtime/test_golden.cpp,
 tests/models/test_model_golden.cpp).
 
-Writes, with a small pure-Python safetensors writer (no `safetensors`/`transformers` needed):
+Writes, with a small pure-Python safetensors writer (no `safetensors` needed; only the GPT-2 files
+need `transformers`):
   llama_block_f32.safetensors, llama_block_f64.safetensors
       One Llama decoder block written out here exactly as Hugging Face LlamaDecoderLayer computes
       it: input RMSNorm, q/k/v projections (no bias), grouped-query attention with rotate-half
@@ -23,6 +24,12 @@ Writes, with a small pure-Python safetensors writer (no `safetensors`/`transform
       the initial weights under Loom's HF names, `logits`, `loss`, `grad.<name>` for every
       parameter, `train.losses` (the loss before each step) and `final.<name>` (the weights
       after the ten steps). The config and hyper-parameters are in `__metadata__`.
+  gpt2_model_f32.safetensors, gpt2_model_f64.safetensors
+      The same for a small GPT-2, computed by Hugging Face transformers' own GPT2LMHeadModel
+      (eager attention, no dropout, tied head): LayerNorm with bias, learned positions, fused
+      c_attn split into Loom's q/k/v, GELU (tanh, "gelu_new"), a bias on every projection.
+      Weights are stored under Loom's names (Conv1D weights transposed); AdamW decays the 2-D
+      weights except the token and position embeddings. Needs `pip install transformers`.
 
 Shapes (one alphabet): B batch, T time, C channels, H heads, Hkv key/value heads, D head dim,
 F ffn hidden, N rows, V vocab.
@@ -32,7 +39,7 @@ whatever the model dtype. The f32 files follow it exactly; the f64 files do ever
 (an f32 step would cap agreement at ~1e-7, far above the 1e-10 the f64 test checks).
 
 Usage: python3 tools/make_golden.py --out tests/data/golden           (every file)
-       python3 tools/make_golden.py --out tests/data/golden --model   (only llama_model_*)
+       python3 tools/make_golden.py --out tests/data/golden --model   (only the whole-model files)
 The run is deterministic (fixed seeds, one thread, deterministic algorithms); rerunning with
 the same PyTorch version reproduces the files byte for byte.
 """
@@ -64,6 +71,9 @@ MODEL_B, MODEL_T = 2, 7
 MODEL_IGNORE = -100
 MODEL_IGNORED = [(0, 2), (1, 5)]  # (b, t) whose target is ignore_index
 ADAMW_LR, ADAMW_BETAS, ADAMW_EPS, ADAMW_WD = 1e-2, (0.9, 0.95), 1e-8, 0.1
+# GPT-2 model (gpt2_model_*): same sizes and batch; position table of max_seq_len 8 >= T.
+GPT2 = {"vocab_size": 61, "d_model": 24, "n_layers": 2, "n_heads": 4, "n_kv_heads": 4, "ffn_hidden": 96,
+        "norm_eps": 1e-5, "init_std": 0.1, "max_seq_len": 8, "tie_embeddings": True}
 TRAIN_STEPS = 10
 
 # ---- a minimal safetensors writer ------------------------------------------------------------
@@ -280,17 +290,25 @@ def make_model(dtype, tied, out_dir, gen_seed):
     for b, t in MODEL_IGNORED:
         targets[b, t] = MODEL_IGNORE
 
+    name = "llama_model_tied_{}" if tied else "llama_model_{}"
+    train_and_write(lambda w: llama_model(ids, w, cfg, dtype == torch.float32), init, shapes, no_decay, ids, targets,
+                    dtype, "llama_model", cfg, name, out_dir, gen_seed)
+
+
+def train_and_write(forward, init, shapes, is_no_decay, ids, targets, dtype, case, cfg, name, out_dir, gen_seed):
+    """Step 0's logits, loss and gradients, then TRAIN_STEPS torch.optim.AdamW steps from `init`
+    (forward(w) -> logits [B, T, V] for the weight dict w), written with the config."""
+    V = cfg["vocab_size"]
     # clone: .to() returns the same tensor when the dtype already matches, and AdamW updates w in place.
     w = {k: v.to(dtype).clone().requires_grad_(True) for k, v in init.items()}
-    decay = [w[n] for n, s in shapes if not no_decay(n, s)]
-    skip = [w[n] for n, s in shapes if no_decay(n, s)]
+    decay = [w[n] for n, s in shapes if not is_no_decay(n, s)]
+    skip = [w[n] for n, s in shapes if is_no_decay(n, s)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": ADAMW_WD}, {"params": skip, "weight_decay": 0.0}],
                             lr=ADAMW_LR, betas=ADAMW_BETAS, eps=ADAMW_EPS, foreach=False, fused=False)
-    hf = dtype == torch.float32
     losses = []
     for step in range(TRAIN_STEPS):
         opt.zero_grad(set_to_none=True)
-        logits = llama_model(ids, w, cfg, hf)  # [B, T, V]
+        logits = forward(w)  # [B, T, V]
         # HF's loss: logits upcast to f32 (a no-op here), mean over targets != -100.
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), targets.reshape(-1),
                                                  ignore_index=MODEL_IGNORE, reduction="mean")
@@ -307,25 +325,99 @@ def make_model(dtype, tied, out_dir, gen_seed):
     tensors += [("train.losses", torch.stack(losses))]
     tensors += [("final." + n, w[n].detach()) for n, _ in shapes]
     suffix = {torch.float32: "f32", torch.float64: "f64"}[dtype]
-    meta = {"generator": "tools/make_golden.py", "torch_version": torch.__version__, "case": "llama_model",
+    meta = {"generator": "tools/make_golden.py", "torch_version": torch.__version__, "case": case,
             "dtype": suffix, "B": str(MODEL_B), "T": str(MODEL_T), "seed": str(gen_seed),
             "ignore_index": str(MODEL_IGNORE), "reduction": "mean", "steps": str(TRAIN_STEPS),
             "lr": repr(ADAMW_LR), "beta1": repr(ADAMW_BETAS[0]), "beta2": repr(ADAMW_BETAS[1]),
             "adam_eps": repr(ADAMW_EPS), "weight_decay": repr(ADAMW_WD),
-            "no_decay": ",".join(n for n, s in shapes if no_decay(n, s))}
+            "no_decay": ",".join(n for n, s in shapes if is_no_decay(n, s))}
     for k, v in cfg.items():
-        meta[k] = ("true" if v else "false") if isinstance(v, bool) else repr(v)
-    name = f"llama_model_tied_{suffix}" if tied else f"llama_model_{suffix}"
-    path = os.path.join(out_dir, name + ".safetensors")
+        meta[k] = ("true" if v else "false") if isinstance(v, bool) else (v if isinstance(v, str) else repr(v))
+    path = os.path.join(out_dir, name.format(suffix) + ".safetensors")
     size = write_safetensors(path, tensors, meta)
     print(f"{path}: {size} bytes, losses " + " ".join(f"{l.item():.6f}" for l in losses))
 
+
+# ---- a small GPT-2, as transformers' GPT2LMHeadModel ------------------------------------------
+def gpt2_param_shapes(cfg):
+    """(Loom name, shape) of every parameter, in Loom's registration order (tied head)."""
+    V, C, F, P = cfg["vocab_size"], cfg["d_model"], cfg["ffn_hidden"], cfg["max_seq_len"]
+    shapes = [("model.embed_tokens.weight", (V, C)), ("model.embed_positions.weight", (P, C))]
+    for l in range(cfg["n_layers"]):
+        p = f"model.layers.{l}."
+        shapes += [(p + "input_layernorm.weight", (C,)), (p + "input_layernorm.bias", (C,))]
+        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            shapes += [(p + f"self_attn.{proj}.weight", (C, C)), (p + f"self_attn.{proj}.bias", (C,))]
+        shapes += [(p + "post_attention_layernorm.weight", (C,)), (p + "post_attention_layernorm.bias", (C,)),
+                   (p + "mlp.up_proj.weight", (F, C)), (p + "mlp.up_proj.bias", (F,)),
+                   (p + "mlp.down_proj.weight", (C, F)), (p + "mlp.down_proj.bias", (C,))]
+    shapes += [("model.norm.weight", (C,)), ("model.norm.bias", (C,))]
+    return shapes
+
+
+def gpt2_no_decay(name, shape):
+    # Loom's rule: norms and biases (1-D) and both embeddings take no weight decay.
+    return len(shape) < 2 or name in ("model.embed_tokens.weight", "model.embed_positions.weight")
+
+
+def gpt2_hf_state(w, cfg):
+    """Loom-named weights -> a GPT2LMHeadModel state dict, differentiably (Conv1D stores [in, out]:
+    c_attn's columns are q | k | v)."""
+    sd = {"transformer.wte.weight": w["model.embed_tokens.weight"],
+          "transformer.wpe.weight": w["model.embed_positions.weight"],
+          "transformer.ln_f.weight": w["model.norm.weight"], "transformer.ln_f.bias": w["model.norm.bias"]}
+    for l in range(cfg["n_layers"]):
+        p, h = f"model.layers.{l}.", f"transformer.h.{l}."
+        sa = p + "self_attn."
+        sd[h + "ln_1.weight"], sd[h + "ln_1.bias"] = w[p + "input_layernorm.weight"], w[p + "input_layernorm.bias"]
+        sd[h + "attn.c_attn.weight"] = torch.cat([w[sa + f"{x}_proj.weight"] for x in "qkv"], 0).T
+        sd[h + "attn.c_attn.bias"] = torch.cat([w[sa + f"{x}_proj.bias"] for x in "qkv"], 0)
+        sd[h + "attn.c_proj.weight"], sd[h + "attn.c_proj.bias"] = w[sa + "o_proj.weight"].T, w[sa + "o_proj.bias"]
+        sd[h + "ln_2.weight"] = w[p + "post_attention_layernorm.weight"]
+        sd[h + "ln_2.bias"] = w[p + "post_attention_layernorm.bias"]
+        sd[h + "mlp.c_fc.weight"], sd[h + "mlp.c_fc.bias"] = w[p + "mlp.up_proj.weight"].T, w[p + "mlp.up_proj.bias"]
+        sd[h + "mlp.c_proj.weight"] = w[p + "mlp.down_proj.weight"].T
+        sd[h + "mlp.c_proj.bias"] = w[p + "mlp.down_proj.bias"]
+    return sd
+
+
+def make_gpt2_model(dtype, out_dir, gen_seed):
+    from transformers import GPT2Config, GPT2LMHeadModel  # only this file needs transformers
+    cfg = dict(GPT2, preset="gpt2")
+    V = cfg["vocab_size"]
+    shapes = gpt2_param_shapes(cfg)
+    g = torch.Generator().manual_seed(gen_seed)
+    # Drawn in f64: matrices and embeddings N(0, init_std^2); LayerNorm gains 1 + 0.1 N(0, 1), and
+    # LayerNorm and projection biases 0.1 N(0, 1), so that every bias changes the logits.
+    init = {}
+    for name, shape in shapes:
+        r = torch.randn(*shape, generator=g, dtype=torch.float64)
+        gain = len(shape) == 1 and name.endswith(".weight")
+        init[name] = 1.0 + 0.1 * r if gain else (0.1 * r if len(shape) == 1 else cfg["init_std"] * r)
+    ids = torch.randint(0, V, (MODEL_B, MODEL_T), generator=g, dtype=torch.int64)  # [B, T]
+    targets = torch.randint(0, V, (MODEL_B, MODEL_T), generator=g, dtype=torch.int64)  # [B, T]
+    for b, t in MODEL_IGNORED:
+        targets[b, t] = MODEL_IGNORE
+
+    hf_cfg = GPT2Config(vocab_size=V, n_positions=cfg["max_seq_len"], n_embd=cfg["d_model"],
+                        n_layer=cfg["n_layers"], n_head=cfg["n_heads"], n_inner=cfg["ffn_hidden"],
+                        activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                        layer_norm_epsilon=cfg["norm_eps"], tie_word_embeddings=True,
+                        bos_token_id=V - 1, eos_token_id=V - 1)  # the defaults (50256) lie outside V
+    hf_cfg._attn_implementation = "eager"
+    model = GPT2LMHeadModel(hf_cfg).to(dtype).eval()  # eval: no dropout (all p = 0 anyway)
+
+    def forward(w):
+        return torch.func.functional_call(model, gpt2_hf_state(w, cfg), (ids,), tie_weights=True).logits
+
+    train_and_write(forward, init, shapes, gpt2_no_decay, ids, targets, dtype, "gpt2_model", cfg,
+                    "gpt2_model_{}", out_dir, gen_seed)
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="tests/data/golden", help="output directory")
     ap.add_argument("--seed", type=int, default=SEED, help="base seed (the committed files use the default)")
-    ap.add_argument("--model", action="store_true", help="write only the whole-model files (llama_model_*)")
+    ap.add_argument("--model", action="store_true", help="write only the whole-model files (llama_model_*, gpt2_model_*)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(1)
@@ -337,6 +429,8 @@ def main():
     for dtype in (torch.float32, torch.float64):
         make_model(dtype, False, args.out, args.seed + 2)
     make_model(torch.float32, True, args.out, args.seed + 2)
+    for dtype in (torch.float32, torch.float64):
+        make_gpt2_model(dtype, args.out, args.seed + 3)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 // test_model_golden.cpp: the whole TransformerLM against golden PyTorch results (llm.c's
-// "debug state" test). tools/make_golden.py writes a small Hugging Face Llama in plain PyTorch
+// "debug state" test), for a Llama and a GPT-2 (gpt2_model_*: transformers' GPT2LMHeadModel
+// itself, weights under Loom's names). tools/make_golden.py writes a small Hugging Face Llama in plain PyTorch
 // (RMSNorm, GQA, rotate-half RoPE at positions 0..T-1, causal attention, SwiGLU, untied or tied
 // lm_head), random initial weights under HF names, one batch of ids/targets (two targets -100),
 // then the logits, the mean cross-entropy loss, every parameter gradient ("grad.<name>"), the
@@ -68,16 +69,34 @@ std::set<std::string> split_names(const std::string& s) {
 }
 
 
+// The file's model: a Llama (llama_model_*) or, with preset "gpt2", a GPT-2 (gpt2_model_*).
 ModelConfig config_from(const SafetensorsFile& g) {
-  ModelConfig c = ModelConfig::llama(meta_int(g, "vocab_size"), meta_int(g, "d_model"), meta_int(g, "n_layers"),
-                                     meta_int(g, "n_heads"), meta_int(g, "n_kv_heads"));
+  const bool gpt2 = g.metadata.count("preset") && meta(g, "preset") == "gpt2";
+  const int64_t V = meta_int(g, "vocab_size"), C = meta_int(g, "d_model"), L = meta_int(g, "n_layers");
+  ModelConfig c = gpt2 ? ModelConfig::gpt2(V, C, L, meta_int(g, "n_heads"))
+                       : ModelConfig::llama(V, C, L, meta_int(g, "n_heads"), meta_int(g, "n_kv_heads"));
   c.ffn_hidden = meta_int(g, "ffn_hidden");
   c.norm_eps = meta_double(g, "norm_eps");
-  c.rope_theta = meta_double(g, "rope_theta");
   c.init_std = meta_double(g, "init_std");
   c.tie_embeddings = meta(g, "tie_embeddings") == "true";
-  c.max_seq_len = std::max<int64_t>(c.max_seq_len, meta_int(g, "T"));
+  if (gpt2) {
+    c.max_seq_len = meta_int(g, "max_seq_len");  // the position table's rows are parameters
+  } else {
+    c.rope_theta = meta_double(g, "rope_theta");
+    c.max_seq_len = std::max<int64_t>(c.max_seq_len, meta_int(g, "T"));
+  }
   return c;
+}
+
+// GPT-2's key bias has an exactly zero gradient: q_i . b_k is the same for every key j, and a
+// softmax does not change when one constant is added to a row of scores. Both sides hold only
+// rounding noise there, so its gradient is measured against the largest gradient of the model,
+// and its weight after the AdamW steps is not compared: Adam divides that noise by its own RMS
+// plus eps, so in f32 each step moves it by up to ~lr in a noise-given direction (Loom and
+// PyTorch end 8e-3 apart; every other final weight agrees within 1e-4).
+bool has_zero_gradient(const std::string& name) {
+  const std::string suffix = "self_attn.k_proj.bias";
+  return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 // logits [B, T, V], targets [B, T] -> mean cross-entropy over targets != ignore_index.
@@ -147,8 +166,12 @@ void check_model(const std::string& file, DType dt, Tolerance tol, bool fused = 
   loss.backward();
   cmp.check("logits", logits, g.at("logits"), tol.state);
   cmp.check("loss", loss, g.at("loss"), tol.state);
+  double grad_scale = 0;
   for (const NamedParameter& p : model.parameters())
-    cmp.check("grad." + p.name, p.tensor.grad(), g.at("grad." + p.name), tol.state);
+    for (double v : g.at("grad." + p.name).to_double_vector()) grad_scale = std::max(grad_scale, std::abs(v));
+  for (const NamedParameter& p : model.parameters())
+    cmp.check("grad." + p.name, p.tensor.grad(), g.at("grad." + p.name), tol.state,
+              has_zero_gradient(p.name) ? grad_scale : 0.0);
 
   // Ten AdamW steps on the same batch: the loss before each step, then the final weights.
   std::vector<optim::ParamRef> refs;
@@ -171,8 +194,13 @@ void check_model(const std::string& file, DType dt, Tolerance tol, bool fused = 
     cmp.check("train.loss[" + std::to_string(s) + "]", loss, losses.narrow(0, s, 1), tol.state);
     opt.step(lr);
   }
-  for (const NamedParameter& p : model.parameters())
+  for (const NamedParameter& p : model.parameters()) {
+    if (has_zero_gradient(p.name)) {
+      std::printf("SKIP   %-52s its gradient is exactly 0: Adam's moves are rounding noise\n", ("final." + p.name).c_str());
+      continue;
+    }
     cmp.check("final." + p.name, p.tensor, g.at("final." + p.name), tol.trained);
+  }
   cmp.verdict(file);
 }
 
@@ -182,6 +210,12 @@ TEST(ModelGolden, LlamaTiedF32) { check_model("llama_model_tied_f32.safetensors"
 TEST(ModelGolden, LlamaF32Fused) { check_model("llama_model_f32.safetensors", DType::f32, kTolF32, true); }
 TEST(ModelGolden, LlamaF64Fused) { check_model("llama_model_f64.safetensors", DType::f64, kTolF64, true); }
 TEST(ModelGolden, LlamaTiedF32Fused) { check_model("llama_model_tied_f32.safetensors", DType::f32, kTolF32, true); }
+// GPT-2 as transformers' GPT2LMHeadModel computes it: LayerNorm, learned positions, GELU (tanh),
+// a bias on every projection, tied head.
+TEST(ModelGolden, Gpt2F32) { check_model("gpt2_model_f32.safetensors", DType::f32, kTolF32); }
+TEST(ModelGolden, Gpt2F64) { check_model("gpt2_model_f64.safetensors", DType::f64, kTolF64); }
+TEST(ModelGolden, Gpt2F32Fused) { check_model("gpt2_model_f32.safetensors", DType::f32, kTolF32, true); }
+TEST(ModelGolden, Gpt2F64Fused) { check_model("gpt2_model_f64.safetensors", DType::f64, kTolF64, true); }
 
 }  // namespace
 }  // namespace loom::models
