@@ -15,6 +15,10 @@ need `transformers`):
   cross_entropy_f32.safetensors, cross_entropy_f64.safetensors
       logits [N, V], targets with ignore_index -100, mean reduction, label_smoothing 0 and 0.1:
       `loss.ls<s>` and `grad.logits.ls<s>`.
+  ops_f32.safetensors, ops_f64.safetensors
+      Every case of tests/runtime/op_cases.h (the op table the finite-difference test runs) but
+      dropout, by name: inputs `<case>.in<i>`, a random `<case>.R`, the output `<case>.out`
+      and the gradient of sum(out * R) for each input, `<case>.grad<i>`.
   llama_model_f32.safetensors, llama_model_f64.safetensors, llama_model_tied_f32.safetensors
       A whole small Llama as HF LlamaForCausalLM computes it (the block above, stacked, at the
       default positions 0..T-1; final RMSNorm; lm_head, or the embedding with tied embeddings),
@@ -233,6 +237,147 @@ def make_cross_entropy(dtype, out_dir, gen_seed):
     print(f"{path}: {size} bytes")
 
 
+# ---- the op table of tests/runtime/op_cases.h ----------------------------------------------------
+def _attention(q, k, v, visible):
+    """q [B, Tq, H, D], k/v [B, Tk, Hkv, D], visible bool [B, Tq, Tk] -> out [B, Tq, H, D],
+    lse [B, H, Tq]: softmax(q k^T / sqrt(D)) v over the visible keys, kv heads shared by
+    H / Hkv query heads each."""
+    B, Tq, H, D = q.shape
+    group = H // k.shape[2]
+    kk = k.repeat_interleave(group, dim=2)  # [B, Tk, H, D]
+    vv = v.repeat_interleave(group, dim=2)
+    s = torch.einsum("bihd,bjhd->bhij", q, kk) / (D ** 0.5)  # [B, H, Tq, Tk]
+    s = s.masked_fill(~visible[:, None, :, :], float("-inf"))
+    out = torch.einsum("bhij,bjhd->bihd", torch.softmax(s, dim=-1), vv)
+    return out, torch.logsumexp(s, dim=-1)
+
+
+def _causal(B, Tq, Tk, q_offset=0):
+    i = torch.arange(Tq)[:, None] + q_offset
+    return (torch.arange(Tk)[None, :] <= i).expand(B, Tq, Tk)
+
+
+def _rms(x, w, eps):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+
+
+def _rope(x, pos, theta):
+    cos, sin = rope_cos_sin(pos, x.dtype, x.dtype == torch.float32, D=x.shape[-1], theta=theta)  # [B, T, D]
+    return x * cos[:, :, None, :] + rotate_half(x) * sin[:, :, None, :]
+
+
+def op_cases():
+    """name -> (input specs, f): the cases of tests/runtime/op_cases.h by name, with the same
+    constants. A spec is (shape, kind): "n" draws N(0, 1), "p" |N(0, 1)| + 0.5 (positive).
+    dropout is not here: its mask comes from Loom's own Philox stream."""
+    F = torch.nn.functional
+    L = lambda *v: torch.tensor(v, dtype=torch.int64)
+    n = lambda *s: (s, "n")
+    pos = lambda *s: (s, "p")
+    ce_smooth = dict(label_smoothing=0.1, reduction="none", ignore_index=-100)
+    seg = torch.tensor([0, 0, 1, 1, 1, 2])
+    return {
+        "add_broadcast": ([n(3, 4), n(4)], lambda a, b: a + b),
+        "sub_broadcast": ([n(2, 1, 3), n(4, 1)], lambda a, b: a - b),
+        "mul_broadcast": ([n(3, 4), n(3, 1)], lambda a, b: a * b),
+        "div": ([n(3, 4), pos(4)], lambda a, b: a / b),
+        "maximum": ([n(3, 4), n(3, 4)], torch.maximum),
+        "minimum": ([n(3, 4), n(4)], torch.minimum),
+        "where": ([n(3, 4), n(4)], lambda a, b: torch.where(a > b, a, b)),
+        "masked_fill": ([n(3, 4)], lambda x: x.masked_fill(torch.tensor([1, 0, 0, 1], dtype=torch.bool), -3.0)),
+        "mul_transposed": ([n(4, 3), n(3, 4)], lambda a, b: a.T * b),
+        "add_scalar": ([n(5)], lambda x: x + 2.0),
+        "mul_scalar": ([n(5)], lambda x: x * -1.5),
+        "pow_scalar": ([n(5)], lambda x: x.pow(3.0)),
+        "neg": ([n(5)], torch.neg),
+        "exp": ([n(2, 3)], torch.exp),
+        "log": ([pos(2, 3)], torch.log),
+        "sqrt": ([pos(2, 3)], torch.sqrt),
+        "rsqrt": ([pos(2, 3)], torch.rsqrt),
+        "tanh": ([n(2, 3)], torch.tanh),
+        "sigmoid": ([n(2, 3)], torch.sigmoid),
+        "relu": ([n(2, 3)], torch.relu),
+        "abs": ([n(2, 3)], torch.abs),
+        "gelu_tanh": ([n(2, 3)], lambda x: F.gelu(x, approximate="tanh")),
+        "gelu_erf": ([n(2, 3)], F.gelu),
+        "silu": ([n(2, 3)], F.silu),
+        "swiglu": ([n(3, 5), n(3, 5)], lambda g, u: F.silu(g) * u),
+        "silu_strided": ([n(3, 2)], lambda x: F.silu(x.T)),
+        "sum_dim0": ([n(3, 4, 2)], lambda x: x.sum(0)),
+        "sum_dims_keep": ([n(3, 4, 2)], lambda x: x.sum((0, 2), keepdim=True)),
+        "sum_all": ([n(3, 4)], lambda x: x.sum()),
+        "mean_last": ([n(3, 4)], lambda x: x.mean(-1)),
+        "max_dim1": ([n(3, 5)], lambda x: x.max(1).values),
+        "max_dim0_keep": ([n(3, 5)], lambda x: x.max(0, keepdim=True).values),
+        "matmul": ([n(3, 4), n(4, 5)], torch.matmul),
+        "matmul_batched_broadcast": ([n(2, 3, 4), n(4, 2)], torch.matmul),
+        "matmul_transposed": ([n(4, 3), n(5, 4)], lambda a, b: a.T @ b.T),
+        "matmul_vec": ([n(3, 4), n(4)], torch.matmul),
+        "linear_bias": ([n(2, 3, 4), n(5, 4), n(5)], F.linear),
+        "view_reshape": ([n(3, 4)], lambda x: x.reshape(4, 3) * x.reshape(4, 3)),
+        "permute": ([n(2, 3, 4)], lambda x: x.permute(2, 0, 1)),
+        "narrow": ([n(3, 4)], lambda x: x.narrow(1, 1, 2)),
+        "expand": ([n(3, 1)], lambda x: x.expand(2, 3, 4)),
+        "unsqueeze_squeeze": ([n(3, 4)], lambda x: x.unsqueeze(1).squeeze(1)),
+        "concat": ([n(2, 3), n(2, 2)], lambda a, b: torch.cat([a, b], 1)),
+        "split": ([n(2, 4)], lambda x: x.split([1, 3], 1)[0] * x.split([1, 3], 1)[1]),
+        "cast_roundtrip": ([n(3)], lambda x: x.float().double()),
+        "softmax": ([n(3, 5)], lambda x: torch.softmax(x, -1)),
+        "softmax_dim0": ([n(3, 5)], lambda x: torch.softmax(x, 0)),
+        "log_softmax": ([n(3, 5)], lambda x: torch.log_softmax(x, -1)),
+        "cross_entropy_mean": ([n(4, 6)], lambda x: F.cross_entropy(x, L(1, -100, 4, 0))),
+        "cross_entropy_smooth_none": ([n(2, 3, 6)], lambda x: F.cross_entropy(
+            x.reshape(-1, 6), L(1, 2, 5, 0, 3, 3), **ce_smooth).reshape(2, 3)),
+        "linear_cross_entropy_mean": ([n(4, 3), n(6, 3)], lambda x, w: F.cross_entropy(x @ w.T, L(1, -100, 4, 0))),
+        "linear_cross_entropy_smooth_none": ([n(2, 3, 4), n(6, 4)], lambda x, w: F.cross_entropy(
+            (x @ w.T).reshape(-1, 6), L(1, 2, -100, 0, 3, 5), **ce_smooth).reshape(2, 3)),
+        "embedding": ([n(5, 4)], lambda w: F.embedding(L(1, 3, 1, 0, 4, 1).reshape(2, 3), w)),
+        "layer_norm": ([n(3, 6), n(6), n(6)], lambda x, w, b: F.layer_norm(x, (6,), w, b, 1e-5)),
+        "rms_norm": ([n(2, 3, 6), n(6)], lambda x, w: _rms(x, w, 1e-6)),
+        "rms_norm_strided": ([n(6, 3), n(6)], lambda x, w: _rms(x.T, w, 1e-6)),
+        "rope_repeating_positions": ([n(2, 4, 3, 6)], lambda x: _rope(x, L(0, 1, 2, 2, 7, 3, 3, 3).reshape(2, 4),
+                                                                      10000.0)),
+        "index_select_dup": ([n(2, 4, 3)], lambda x: x.index_select(1, L(2, 0, 2))),
+        "gather": ([n(2, 4)], lambda x: x.gather(1, L(0, 2, 2, 1, 0, 0).reshape(2, 3))),
+        "scatter_add": ([n(2, 3), n(2, 3)], lambda x, s: x.scatter_add(1, L(0, 2, 2, 1, 0, 0).reshape(2, 3), s)),
+        "attention_causal_gqa": ([n(2, 5, 4, 3), n(2, 5, 2, 3), n(2, 5, 2, 3)],
+                                 lambda q, k, v: _attention(q, k, v, _causal(2, 5, 5))[0]),
+        "attention_query_offset": ([n(1, 3, 2, 4), n(1, 6, 2, 4), n(1, 6, 2, 4)],
+                                   lambda q, k, v: _attention(q, k, v, _causal(1, 3, 6, q_offset=3))[0]),
+        "attention_dense_mask": ([n(2, 4, 2, 3)] * 3, lambda q, k, v: _attention(q, k, v, torch.tensor(
+            [1, 0, 1, 1, 0, 1, 0, 0, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 1, 0, 1, 0, 0, 1, 0, 1, 1, 0],
+            dtype=torch.bool).reshape(2, 4, 4))[0]),
+        "attention_packed_documents": ([n(1, 6, 2, 3)] * 3, lambda q, k, v: _attention(
+            q, k, v, _causal(1, 6, 6) & (seg[:, None] == seg[None, :])[None])[0]),
+        "attention_lse": ([n(1, 4, 2, 3)] * 3, lambda q, k, v: torch.cat(
+            [t.reshape(-1) for t in _attention(q, k, v, _causal(1, 4, 4))])),
+    }
+
+
+def make_ops(dtype, out_dir, gen_seed):
+    """ops_<dtype>.safetensors: per case `<case>.in<i>` (inputs), `<case>.R`, `<case>.out` and
+    `<case>.grad<i>`, the gradient of sum(out * R) for each input."""
+    g = torch.Generator().manual_seed(gen_seed)
+    tensors, names = [], []
+    for name, (specs, f) in op_cases().items():
+        inputs = []
+        for shape, kind in specs:
+            r = torch.randn(*shape, generator=g, dtype=torch.float64)
+            inputs.append((r.abs() + 0.5 if kind == "p" else r).to(dtype).requires_grad_(True))
+        out = f(*inputs)
+        R = torch.randn(out.shape, generator=g, dtype=torch.float64).to(out.dtype)
+        grads = torch.autograd.grad((out * R).sum(), inputs)
+        tensors += [(f"{name}.in{i}", x.detach()) for i, x in enumerate(inputs)]
+        tensors += [(f"{name}.R", R), (f"{name}.out", out.detach())]
+        tensors += [(f"{name}.grad{i}", gi) for i, gi in enumerate(grads)]
+        names.append(name)
+    suffix = {torch.float32: "f32", torch.float64: "f64"}[dtype]
+    meta = {"generator": "tools/make_golden.py", "torch_version": torch.__version__, "case": "ops", "dtype": suffix,
+            "seed": str(gen_seed), "cases": ",".join(names)}
+    path = os.path.join(out_dir, f"ops_{suffix}.safetensors")
+    print(f"{path}: {write_safetensors(path, tensors, meta)} bytes, {len(names)} cases")
+
+
 # ---- the whole model, as HF LlamaForCausalLM, and ten AdamW steps -----------------------------
 def model_param_shapes(cfg):
     """(HF name, shape) of every parameter, in Loom's registration order."""
@@ -426,6 +571,7 @@ def main():
         for dtype in (torch.float32, torch.float64):
             make_llama(dtype, args.out, args.seed)
             make_cross_entropy(dtype, args.out, args.seed + 1)
+            make_ops(dtype, args.out, args.seed + 4)
     for dtype in (torch.float32, torch.float64):
         make_model(dtype, False, args.out, args.seed + 2)
     make_model(torch.float32, True, args.out, args.seed + 2)

@@ -2,15 +2,19 @@
 // tests/data/golden). A Llama decoder block is rebuilt from Loom ops with the saved weights and
 // position ids; its output, loss, a few activations and the gradient of the input and of every
 // weight must match, as must cross-entropy's loss and logits gradient (ignore_index, label
-// smoothing 0 and 0.1). Each tensor prints OK / NOT OK with its max difference (llm.c style);
-// the error is max|a - b| / max|b| per tensor: below 1e-5 in f32, 1e-10 in f64.
+// smoothing 0 and 0.1), and every case of the op table (op_cases.h). Each tensor prints OK /
+// NOT OK with its max difference (llm.c style); the error is max|a - b| / max|b| per tensor:
+// below 1e-5 in f32, 1e-10 in f64.
 #include <gtest/gtest.h>
 
 #include "tests/golden_compare.h"
+#include "tests/runtime/op_cases.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -116,10 +120,50 @@ void check_cross_entropy(const std::string& file, DType dt, double tol) {
   cmp.verdict(file);
 }
 
+// Every case of op_cases.h (the finite-difference test's op table) against PyTorch: the file
+// holds each case's inputs, R, output, and the gradient of sum(out * R) for each input. The f32
+// file runs the vectorised kernels (the f64 path is scalar). dropout draws its mask from Loom's
+// own Philox stream, which PyTorch does not have: its own tests check it.
+void check_ops(const std::string& file, DType dt, double tol) {
+  SafetensorsFile g = load_golden(file);
+  std::printf("%s (torch %s)\n", file.c_str(), g.metadata.at("torch_version").c_str());
+  std::set<std::string> in_file;
+  {
+    std::stringstream list(g.metadata.at("cases"));
+    for (std::string name; std::getline(list, name, ',');) in_file.insert(name);
+  }
+  Comparer cmp(tol);
+  size_t checked = 0;
+  for (const loom::testing::OpCase& c : loom::testing::op_cases()) {
+    if (c.name == "dropout") {
+      std::printf("SKIP   %-52s Loom's Philox mask has no PyTorch counterpart\n", c.name.c_str());
+      continue;
+    }
+    ASSERT_TRUE(in_file.count(c.name)) << c.name << " has no golden values: rerun tools/make_golden.py";
+    std::vector<Tensor> inputs;
+    for (int i = 0; g.contains(c.name + ".in" + std::to_string(i)); ++i) {
+      Tensor t = g.at(c.name + ".in" + std::to_string(i)).clone();
+      EXPECT_EQ(t.dtype(), dt) << c.name;
+      t.set_requires_grad(true);
+      inputs.push_back(t);
+    }
+    Tensor out = c.f(inputs);
+    sum(mul(out, g.at(c.name + ".R"))).backward();
+    cmp.check(c.name + ".out", out, g.at(c.name + ".out"));
+    for (size_t i = 0; i < inputs.size(); ++i)
+      cmp.check(c.name + ".grad" + std::to_string(i), inputs[i].grad(), g.at(c.name + ".grad" + std::to_string(i)));
+    ++checked;
+  }
+  EXPECT_EQ(checked, in_file.size()) << file << " holds cases the op table no longer has";
+  cmp.verdict(file);
+}
+
 TEST(Golden, LlamaBlockF32) { check_llama_block("llama_block_f32.safetensors", DType::f32, 1e-5); }
 TEST(Golden, LlamaBlockF64) { check_llama_block("llama_block_f64.safetensors", DType::f64, 1e-10); }
 TEST(Golden, CrossEntropyF32) { check_cross_entropy("cross_entropy_f32.safetensors", DType::f32, 1e-5); }
 TEST(Golden, CrossEntropyF64) { check_cross_entropy("cross_entropy_f64.safetensors", DType::f64, 1e-10); }
+TEST(Golden, OpsF32) { check_ops("ops_f32.safetensors", DType::f32, 1e-5); }
+TEST(Golden, OpsF64) { check_ops("ops_f64.safetensors", DType::f64, 1e-10); }
 
 }  // namespace
 }  // namespace loom::runtime
