@@ -419,21 +419,28 @@ def llama_model(ids, w, cfg, hf_precision):
     return x @ head.T  # [B, T, V]
 
 
-def make_model(dtype, tied, out_dir, gen_seed):
-    cfg = dict(MODEL, tie_embeddings=tied)
-    V = cfg["vocab_size"]
-    shapes = model_param_shapes(cfg)
+def draw_model_inputs(shapes, cfg, gen_seed, one_d):
+    """The initial weights, drawn in f64 (an f32 file rounds them): matrices and embeddings
+    N(0, init_std^2), each 1-D tensor one_d(name, r) of its N(0, 1) draw r; then one batch of ids
+    and targets [B, T], the targets at MODEL_IGNORED set to MODEL_IGNORE."""
     g = torch.Generator().manual_seed(gen_seed)
-    # Drawn in f64 (f32 = rounded f64, as for the block): matrices N(0, init_std^2), norm gains
-    # 1 + 0.1 N(0, 1) so that their gradients matter.
     init = {}
     for name, shape in shapes:
         r = torch.randn(*shape, generator=g, dtype=torch.float64)
-        init[name] = 1.0 + 0.1 * r if len(shape) == 1 else cfg["init_std"] * r
+        init[name] = one_d(name, r) if len(shape) == 1 else cfg["init_std"] * r
+    V = cfg["vocab_size"]
     ids = torch.randint(0, V, (MODEL_B, MODEL_T), generator=g, dtype=torch.int64)  # [B, T]
     targets = torch.randint(0, V, (MODEL_B, MODEL_T), generator=g, dtype=torch.int64)  # [B, T]
     for b, t in MODEL_IGNORED:
         targets[b, t] = MODEL_IGNORE
+    return init, ids, targets
+
+
+def make_model(dtype, tied, out_dir, gen_seed):
+    cfg = dict(MODEL, tie_embeddings=tied)
+    shapes = model_param_shapes(cfg)
+    # Norm gains 1 + 0.1 N(0, 1), so that their gradients matter.
+    init, ids, targets = draw_model_inputs(shapes, cfg, gen_seed, lambda name, r: 1.0 + 0.1 * r)
 
     name = "llama_model_tied_{}" if tied else "llama_model_{}"
     train_and_write(lambda w: llama_model(ids, w, cfg, dtype == torch.float32), init, shapes, no_decay, ids, targets,
@@ -531,18 +538,10 @@ def make_gpt2_model(dtype, out_dir, gen_seed):
     cfg = dict(GPT2, preset="gpt2")
     V = cfg["vocab_size"]
     shapes = gpt2_param_shapes(cfg)
-    g = torch.Generator().manual_seed(gen_seed)
-    # Drawn in f64: matrices and embeddings N(0, init_std^2); LayerNorm gains 1 + 0.1 N(0, 1), and
-    # LayerNorm and projection biases 0.1 N(0, 1), so that every bias changes the logits.
-    init = {}
-    for name, shape in shapes:
-        r = torch.randn(*shape, generator=g, dtype=torch.float64)
-        gain = len(shape) == 1 and name.endswith(".weight")
-        init[name] = 1.0 + 0.1 * r if gain else (0.1 * r if len(shape) == 1 else cfg["init_std"] * r)
-    ids = torch.randint(0, V, (MODEL_B, MODEL_T), generator=g, dtype=torch.int64)  # [B, T]
-    targets = torch.randint(0, V, (MODEL_B, MODEL_T), generator=g, dtype=torch.int64)  # [B, T]
-    for b, t in MODEL_IGNORED:
-        targets[b, t] = MODEL_IGNORE
+    # LayerNorm gains 1 + 0.1 N(0, 1); LayerNorm and projection biases 0.1 N(0, 1), so that
+    # every bias changes the logits.
+    init, ids, targets = draw_model_inputs(
+        shapes, cfg, gen_seed, lambda name, r: 1.0 + 0.1 * r if name.endswith(".weight") else 0.1 * r)
 
     hf_cfg = GPT2Config(vocab_size=V, n_positions=cfg["max_seq_len"], n_embd=cfg["d_model"],
                         n_layer=cfg["n_layers"], n_head=cfg["n_heads"], n_inner=cfg["ffn_hidden"],
