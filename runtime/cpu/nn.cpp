@@ -274,6 +274,20 @@ void k_layer_norm(const KernelArgs& a) {
   });
 }
 
+// Runs row(r, acc) for every row r < R. With the parameter gradients wanted, through
+// reduce_rows_fixed (acc: that row block's `width` f64 sums), so each row of x and gy is read
+// once for both its input gradient and its parameter terms; else in parallel with acc = nullptr.
+template <class F>
+void norm_backward_rows(int64_t R, int64_t C, int64_t width, bool want_params, std::vector<double>& sums, F&& row) {
+  if (want_params) {
+    reduce_rows_fixed(R, width, sums, row);
+    return;
+  }
+  parallel_for(R, std::max<int64_t>(1, 2048 / std::max<int64_t>(C, 1)), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) row(r, nullptr);
+  });
+}
+
 // gx = rstd (g - mean(g) - xhat mean(g xhat)), g = gy w;  gw = sum gy xhat;  gb = sum gy
 void k_layer_norm_backward(const KernelArgs& a) {
   const Tensor& x = a.in[0];
@@ -282,6 +296,7 @@ void k_layer_norm_backward(const KernelArgs& a) {
   const Tensor& rstd = a.in[3];
   const Tensor& gy = a.in[4];
   int64_t C = x.size(-1), R = rows_of(x);
+  const bool want_w = a.out.size() > 1 && a.out[1].defined(), want_b = a.out.size() > 2 && a.out[2].defined();
   visit_float(Op::layer_norm_backward, x.dtype(), [&](auto z) {
     using T = decltype(z);
     const T* px = static_cast<const T*>(x.raw_data());
@@ -290,60 +305,45 @@ void k_layer_norm_backward(const KernelArgs& a) {
     const T* pr = static_cast<const T*>(rstd.raw_data());
     const T* pg = static_cast<const T*>(gy.raw_data());
     T* pgx = static_cast<T*>(a.out[0].raw_data());
-    parallel_for(R, std::max<int64_t>(1, 2048 / std::max<int64_t>(C, 1)), [&](int64_t b, int64_t e) {
-      for (int64_t r = b; r < e; ++r) {
-        const T* xr = px + r * C;
-        const T* gr = pg + r * C;
-        double sg = 0, sgx = 0;
-        if constexpr (std::is_same_v<T, float>) {
-          const float mu = pm[r], rs = pr[r];
-          auto g8 = [&](int64_t c, int64_t m) { return pw ? load8(gr + c, m) * load8(pw + c, m) : load8(gr + c, m); };
-          sg = sum8_f64(C, g8);
-          sgx = sum8_f64(C, [&](int64_t c, int64_t m) { return g8(c, m) * ((load8(xr + c, m, mu) - mu) * rs); });
-        } else {
-          for (int64_t c = 0; c < C; ++c) {
-            double g = double(gr[c]) * (pw ? double(pw[c]) : 1.0);
-            double xh = (double(xr[c]) - double(pm[r])) * double(pr[r]);
-            sg += g;
-            sgx += g * xh;
+    std::vector<double> sums;  // [gw | gb], each C wide
+    norm_backward_rows(R, C, 2 * C, want_w || want_b, sums, [&](int64_t r, double* acc) {
+      const T* xr = px + r * C;
+      const T* gr = pg + r * C;
+      T* out = pgx + r * C;
+      if constexpr (std::is_same_v<T, float>) {  // f64 row sums; f32 map and products
+        const float mu = pm[r], rs = pr[r];
+        auto g8 = [&](int64_t c, int64_t m) { return pw ? load8(gr + c, m) * load8(pw + c, m) : load8(gr + c, m); };
+        const double sg = sum8_f64(C, g8) / double(C);
+        const double sgx = sum8_f64(C, [&](int64_t c, int64_t m) { return g8(c, m) * ((load8(xr + c, m, mu) - mu) * rs); }) /
+                           double(C);
+        const float msg = float(sg), msgx = float(sgx);
+        for_blocks8(0, C, [&](int64_t c, int64_t m) {
+          const f32x8 g = g8(c, m);
+          const f32x8 xh = (load8(xr + c, m) - mu) * rs;
+          store8(out + c, rs * (g - msg - xh * msgx), m);
+          if (acc) {
+            const f32x8 gyv = load8(gr + c, m);
+            add8_f64(acc + c, gyv * xh, m);
+            add8_f64(acc + C + c, gyv, m);
           }
+        });
+      } else {
+        const double mu = double(pm[r]), rs = double(pr[r]);
+        double sg = 0, sgx = 0;
+        for (int64_t c = 0; c < C; ++c) {
+          const double g = double(gr[c]) * (pw ? double(pw[c]) : 1.0), xh = (double(xr[c]) - mu) * rs;
+          sg += g;
+          sgx += g * xh;
         }
         sg /= double(C);
         sgx /= double(C);
-        T* out = pgx + r * C;
-        if constexpr (std::is_same_v<T, float>) {  // the row sums are f64; the map is f32
-          const float mu = pm[r], rs = pr[r], msg = float(sg), msgx = float(sgx);
-          for_blocks8(0, C, [&](int64_t c, int64_t m) {
-            const f32x8 g = pw ? load8(gr + c, m) * load8(pw + c, m) : load8(gr + c, m);
-            const f32x8 xh = (load8(xr + c, m) - mu) * rs;
-            store8(out + c, rs * (g - msg - xh * msgx), m);
-          });
-        } else {
-          for (int64_t c = 0; c < C; ++c) {
-            double g = double(gr[c]) * (pw ? double(pw[c]) : 1.0);
-            double xh = (double(xr[c]) - double(pm[r])) * double(pr[r]);
-            out[c] = T(double(pr[r]) * (g - sg - xh * sgx));
-          }
-        }
-      }
-    });
-    bool want_w = a.out.size() > 1 && a.out[1].defined(), want_b = a.out.size() > 2 && a.out[2].defined();
-    if (!want_w && !want_b) return;
-    std::vector<double> sums;
-    reduce_rows_fixed(R, 2 * C, sums, [&](int64_t r, double* acc) {
-      const T* xr = px + r * C;
-      const T* gr = pg + r * C;
-      if constexpr (std::is_same_v<T, float>) {  // f32 products, f64 sums
-        const float mu = pm[r], rs = pr[r];
-        for_blocks8(0, C, [&](int64_t c, int64_t m) {
-          const f32x8 g = load8(gr + c, m);
-          add8_f64(acc + c, g * ((load8(xr + c, m) - mu) * rs), m);
-          add8_f64(acc + C + c, g, m);
-        });
-      } else {
         for (int64_t c = 0; c < C; ++c) {
-          acc[c] += double(gr[c]) * (double(xr[c]) - double(pm[r])) * double(pr[r]);
-          acc[C + c] += double(gr[c]);
+          const double g = double(gr[c]) * (pw ? double(pw[c]) : 1.0), xh = (double(xr[c]) - mu) * rs;
+          out[c] = T(rs * (g - sg - xh * sgx));
+          if (acc) {
+            acc[c] += double(gr[c]) * xh;
+            acc[C + c] += double(gr[c]);
+          }
         }
       }
     });
@@ -399,6 +399,7 @@ void k_rms_norm_backward(const KernelArgs& a) {
   const Tensor& rstd = a.in[2];
   const Tensor& gy = a.in[3];
   int64_t C = x.size(-1), R = rows_of(x);
+  const bool want_w = a.out.size() > 1 && a.out[1].defined();
   visit_float(Op::rms_norm_backward, x.dtype(), [&](auto z) {
     using T = decltype(z);
     const T* px = static_cast<const T*>(x.raw_data());
@@ -406,50 +407,37 @@ void k_rms_norm_backward(const KernelArgs& a) {
     const T* pr = static_cast<const T*>(rstd.raw_data());
     const T* pg = static_cast<const T*>(gy.raw_data());
     T* pgx = static_cast<T*>(a.out[0].raw_data());
-    parallel_for(R, std::max<int64_t>(1, 2048 / std::max<int64_t>(C, 1)), [&](int64_t b, int64_t e) {
-      for (int64_t r = b; r < e; ++r) {
-        const T* xr = px + r * C;
-        const T* gr = pg + r * C;
-        double rs = double(pr[r]), sgx = 0;
-        if constexpr (std::is_same_v<T, float>) {
-          sgx = rs * sum8_f64(C, [&](int64_t c, int64_t m) {
-            f32x8 g = pw ? load8(gr + c, m) * load8(pw + c, m) : load8(gr + c, m);
-            return g * load8(xr + c, m);
-          });
-        } else {
-          for (int64_t c = 0; c < C; ++c) sgx += double(gr[c]) * (pw ? double(pw[c]) : 1.0) * double(xr[c]) * rs;
-        }
-        sgx /= double(C);
-        T* out = pgx + r * C;
-        if constexpr (std::is_same_v<T, float>) {  // the row sum is f64; the map is f32
-          const float rsf = float(rs), k = float(rs * sgx);
-          for_blocks8(0, C, [&](int64_t c, int64_t m) {
-            const f32x8 g = pw ? load8(gr + c, m) * load8(pw + c, m) : load8(gr + c, m);
-            store8(out + c, rsf * (g - load8(xr + c, m) * k), m);
-          });
-        } else {
-          for (int64_t c = 0; c < C; ++c) {
-            double g = double(gr[c]) * (pw ? double(pw[c]) : 1.0);
-            out[c] = T(rs * (g - double(xr[c]) * rs * sgx));
-          }
-        }
-      }
-    });
-    if (a.out.size() < 2 || !a.out[1].defined()) return;
-    std::vector<double> sums;
-    reduce_rows_fixed(R, C, sums, [&](int64_t r, double* acc) {
+    std::vector<double> sums;  // gw
+    norm_backward_rows(R, C, C, want_w, sums, [&](int64_t r, double* acc) {
       const T* xr = px + r * C;
       const T* gr = pg + r * C;
-      if constexpr (std::is_same_v<T, float>) {  // f32 products, f64 sums
-        const float rs = pr[r];
-        for_blocks8(0, C, [&](int64_t c, int64_t m) { add8_f64(acc + c, load8(gr + c, m) * (load8(xr + c, m) * rs), m); });
+      T* out = pgx + r * C;
+      if constexpr (std::is_same_v<T, float>) {  // f64 row sum; f32 map and products
+        const double rs = double(pr[r]);
+        auto g8 = [&](int64_t c, int64_t m) { return pw ? load8(gr + c, m) * load8(pw + c, m) : load8(gr + c, m); };
+        const double sgx = rs * sum8_f64(C, [&](int64_t c, int64_t m) { return g8(c, m) * load8(xr + c, m); }) / double(C);
+        const float rsf = float(rs), k = float(rs * sgx);
+        for_blocks8(0, C, [&](int64_t c, int64_t m) {
+          const f32x8 xv = load8(xr + c, m);
+          store8(out + c, rsf * (g8(c, m) - xv * k), m);
+          if (acc) add8_f64(acc + c, load8(gr + c, m) * (xv * rsf), m);
+        });
       } else {
-        double rs = double(pr[r]);
-        for (int64_t c = 0; c < C; ++c) acc[c] += double(gr[c]) * double(xr[c]) * rs;
+        const double rs = double(pr[r]);
+        double sgx = 0;
+        for (int64_t c = 0; c < C; ++c) sgx += double(gr[c]) * (pw ? double(pw[c]) : 1.0) * double(xr[c]) * rs;
+        sgx /= double(C);
+        for (int64_t c = 0; c < C; ++c) {
+          const double g = double(gr[c]) * (pw ? double(pw[c]) : 1.0);
+          out[c] = T(rs * (g - double(xr[c]) * rs * sgx));
+          if (acc) acc[c] += double(gr[c]) * double(xr[c]) * rs;
+        }
       }
     });
-    T* gw = static_cast<T*>(a.out[1].raw_data());
-    for (int64_t c = 0; c < C; ++c) gw[c] = T(sums[size_t(c)]);
+    if (want_w) {
+      T* gw = static_cast<T*>(a.out[1].raw_data());
+      for (int64_t c = 0; c < C; ++c) gw[c] = T(sums[size_t(c)]);
+    }
   });
 }
 
