@@ -41,8 +41,22 @@ void k_sum_dim(const KernelArgs& a) {
         });
         return;
       }
-      // Reduce the middle axis in fixed row blocks: row blocks run in parallel as well as
-      // columns (a bias gradient [B*T, N] -> [N] has too few columns to split between threads).
+      // Reduce the middle axis. Up to one row block (n <= kReduceRowBlock) each column is one
+      // sequential f64 sum: the columns run in parallel. Longer, the sum runs in fixed row
+      // blocks (reduce_rows_fixed), in parallel as well as columns: a bias gradient
+      // [B*T, N] -> [N] has too few columns to split between threads. Both orders depend on
+      // the shape only, and agree where they meet (one block is the sequential sum).
+      if (s.n <= kReduceRowBlock) {
+        parallel_for(s.o * s.i, std::max<int64_t>(1, 8192 / std::max<int64_t>(s.n, 1)), [&](int64_t b, int64_t e) {
+          for (int64_t c = b; c < e; ++c) {
+            const T* col = px + (c / s.i) * s.n * s.i + c % s.i;
+            double t = 0;
+            for (int64_t n = 0; n < s.n; ++n) t += double(col[n * s.i]);
+            po[c] = T(t);
+          }
+        });
+        return;
+      }
       std::vector<double> sums;
       reduce_rows_fixed(s.n, s.o * s.i, sums, [&](int64_t n, double* acc) {
         for (int64_t o = 0; o < s.o; ++o) {
