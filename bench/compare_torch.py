@@ -132,15 +132,24 @@ def summarize(runs):
     }
 
 
+def round_ratios(e):
+    """PyTorch/Loom round by round: the two best settings' medians paired by round (each pair ran
+    minutes apart), which shows how far the machine alone moves the ratio."""
+    return [t / l for t, l in zip(e["torch_best"]["round_medians_s"], e["loom_best"]["round_medians_s"])]
+
+
 def markdown(results):
-    hdr = ("| config | threads | Loom ms/step | PyTorch ms/step | ratio PyTorch/Loom | Loom tok/s | Loom GFLOP/s | "
-           "Loom MFU | PyTorch MFU | Loom peak RSS MB | PyTorch peak RSS MB | PyTorch setting | Loom setting (default ms) |")
+    hdr = ("| config | threads | Loom ms/step | PyTorch ms/step | ratio PyTorch/Loom | per round | Loom tok/s | "
+           "Loom GFLOP/s | Loom MFU | PyTorch MFU | Loom peak RSS MB | PyTorch peak RSS MB | PyTorch setting | "
+           "Loom setting (default ms) |")
     lines = [hdr, "|" + "---|" * (hdr.count("|") - 1)]
     for e in results:
         lo, to, ld = e["loom_best"], e["torch_best"], e["loom_default"]
+        rr = round_ratios(e)
         lines.append(
             f"| {e['config']} | {e['threads']} | {lo['median_step_s'] * 1e3:.1f} | {to['median_step_s'] * 1e3:.1f} | "
-            f"{e['ratio_torch_over_loom']:.2f} | {lo['tokens_per_s']:.0f} | {lo['achieved_gflops']:.1f} | "
+            f"{e['ratio_torch_over_loom']:.2f} | {min(rr):.2f}-{max(rr):.2f} | {lo['tokens_per_s']:.0f} | "
+            f"{lo['achieved_gflops']:.1f} | "
             f"{100 * e['loom_mfu']:.1f}% | {100 * e['torch_mfu']:.1f}% | {lo['peak_rss_mb']:.0f} | {to['peak_rss_mb']:.0f} | "
             f"{to['setting']}, AdamW {to['adamw']} | {lo['setting']} ({ld['median_step_s'] * 1e3:.1f}) |")
     return "\n".join(lines)
