@@ -27,6 +27,16 @@ typedef float f32x4 __attribute__((vector_size(16)));
 
 inline f32x8 splat8(float v) { return f32x8{} + v; }
 
+#ifdef __AVX__
+// Lanes [0, n) set, for n in [0, 8]: a window into -1 x 8, 0 x 8. Row tails (a causal row of
+// n keys is rarely a multiple of 8) load and store through masked moves, which never touch the
+// masked-out memory; a variable-length memcpy cost about 50 ns per attention row.
+inline __m256i lane_mask8(int64_t n) {
+  alignas(32) static constexpr int32_t kWindow[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kWindow + 8 - n));
+}
+#endif
+
 // Loads n <= 8 floats from p; lanes n..7 get `pad`.
 inline f32x8 load8(const float* p, int64_t n = 8, float pad = 0.0f) {
   f32x8 v;
@@ -34,11 +44,24 @@ inline f32x8 load8(const float* p, int64_t n = 8, float pad = 0.0f) {
     std::memcpy(&v, p, sizeof v);
     return v;
   }
+#ifdef __AVX__
+  const __m256i mask = lane_mask8(n);
+  return (f32x8)_mm256_blendv_ps((__m256)splat8(pad), _mm256_maskload_ps(p, mask), _mm256_castsi256_ps(mask));
+#else
   v = splat8(pad);
   std::memcpy(&v, p, size_t(n) * sizeof(float));
   return v;
+#endif
 }
-inline void store8(float* p, f32x8 v, int64_t n = 8) { std::memcpy(p, &v, size_t(n) * sizeof(float)); }
+inline void store8(float* p, f32x8 v, int64_t n = 8) {
+#ifdef __AVX__
+  if (n < 8) {
+    _mm256_maskstore_ps(p, lane_mask8(n), (__m256)v);
+    return;
+  }
+#endif
+  std::memcpy(p, &v, size_t(n) * sizeof(float));
+}
 
 // Runs body(i, n) for i = begin, begin + 8, ... < end with n = min(8, end - i).
 template <class F> inline void for_blocks8(int64_t begin, int64_t end, F&& body) {

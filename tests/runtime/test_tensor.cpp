@@ -148,6 +148,22 @@ TEST(VecMath, ExpF32IsAccurateOverItsRange) {
   EXPECT_NEAR(loom::runtime::cpu::vtanh(3.0f), std::tanh(3.0f), 3e-7);
 }
 
+// Row tails go through load8/store8 with n < 8 (masked moves under AVX): the first n lanes
+// come from memory and the rest are the pad; a store writes exactly n floats, nothing past them.
+TEST(VecMath, TailLoadsAndStoresTouchOnlyTheirLanes) {
+  using namespace loom::runtime::cpu;
+  float src[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  for (int64_t n = 0; n <= 8; ++n) {
+    const f32x8 v = load8(src, n, -9.0f);
+    for (int64_t i = 0; i < 8; ++i) EXPECT_EQ(v[i], i < n ? src[i] : -9.0f) << "n = " << n << ", lane " << i;
+    float dst[10];
+    std::fill(dst, dst + 10, 42.0f);
+    store8(dst + 1, v, n);
+    EXPECT_EQ(dst[0], 42.0f);
+    for (int64_t i = 0; i < 9; ++i) EXPECT_EQ(dst[1 + i], i < n ? src[i] : 42.0f) << "n = " << n << ", slot " << i;
+  }
+}
+
 // linear() with a bias starts y as the bias rows and lets the GEMM accumulate into it
 // (matmul's beta = 1). Check that against matmul + add in f64 for every float storage dtype
 // (half storage goes through the widened f32 path, which must read y's initial contents),
