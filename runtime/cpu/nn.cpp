@@ -318,11 +318,11 @@ void k_layer_norm_backward(const KernelArgs& a) {
                            double(C);
         const float msg = float(sg), msgx = float(sgx);
         for_blocks8(0, C, [&](int64_t c, int64_t m) {
-          const f32x8 g = g8(c, m);
+          const f32x8 gyv = load8(gr + c, m);
+          const f32x8 g = pw ? gyv * load8(pw + c, m) : gyv;
           const f32x8 xh = (load8(xr + c, m) - mu) * rs;
           store8(out + c, rs * (g - msg - xh * msgx), m);
           if (acc) {
-            const f32x8 gyv = load8(gr + c, m);
             add8_f64(acc + c, gyv * xh, m);
             add8_f64(acc + C + c, gyv, m);
           }
@@ -418,9 +418,9 @@ void k_rms_norm_backward(const KernelArgs& a) {
         const double sgx = rs * sum8_f64(C, [&](int64_t c, int64_t m) { return g8(c, m) * load8(xr + c, m); }) / double(C);
         const float rsf = float(rs), k = float(rs * sgx);
         for_blocks8(0, C, [&](int64_t c, int64_t m) {
-          const f32x8 xv = load8(xr + c, m);
-          store8(out + c, rsf * (g8(c, m) - xv * k), m);
-          if (acc) add8_f64(acc + c, load8(gr + c, m) * (xv * rsf), m);
+          const f32x8 gyv = load8(gr + c, m), xv = load8(xr + c, m);
+          store8(out + c, rsf * ((pw ? gyv * load8(pw + c, m) : gyv) - xv * k), m);
+          if (acc) add8_f64(acc + c, gyv * (xv * rsf), m);
         });
       } else {
         const double rs = double(pr[r]);

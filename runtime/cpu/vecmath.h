@@ -39,8 +39,8 @@ inline __m256i lane_mask8(int64_t n) {
 
 // Loads n <= 8 floats from p; lanes n..7 get `pad`.
 inline f32x8 load8(const float* p, int64_t n = 8, float pad = 0.0f) {
-  f32x8 v;
   if (n == 8) {
+    f32x8 v;
     std::memcpy(&v, p, sizeof v);
     return v;
   }
@@ -48,7 +48,7 @@ inline f32x8 load8(const float* p, int64_t n = 8, float pad = 0.0f) {
   const __m256i mask = lane_mask8(n);
   return (f32x8)_mm256_blendv_ps((__m256)splat8(pad), _mm256_maskload_ps(p, mask), _mm256_castsi256_ps(mask));
 #else
-  v = splat8(pad);
+  f32x8 v = splat8(pad);
   std::memcpy(&v, p, size_t(n) * sizeof(float));
   return v;
 #endif
