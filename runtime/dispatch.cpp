@@ -23,6 +23,17 @@ const char* const kOpNames[] = {
 };
 std::atomic<int64_t> g_fallbacks[kNumOps];
 
+// For LOOM_PROFILE=shapes: a matmul's depth and which operands are transposed views, since the
+// output shape alone lumps together a layer's forward and its input gradient ("K=704 b^T").
+std::string matmul_profile_suffix(std::span<const Tensor> in) {
+  if (in.size() < 2 || !in[0].defined() || !in[1].defined() || in[0].dim() < 2 || in[1].dim() < 2) return "";
+  auto transposed = [](const Tensor& t) { return t.stride(t.dim() - 1) != 1 && t.size(t.dim() - 1) != 1; };
+  std::string s = " K=" + std::to_string(in[0].size(in[0].dim() - 1));
+  if (transposed(in[0])) s += " a^T";
+  if (transposed(in[1])) s += " b^T";
+  return s;
+}
+
 // LOOM_PROFILE=1: wall time and calls per op, printed to stderr at exit (where the time goes);
 // LOOM_PROFILE=shapes adds the 25 costliest (op, first output shape) pairs.
 struct OpProfile {
@@ -41,9 +52,9 @@ struct OpProfile {
     if (shapes) {
       std::vector<std::pair<std::string, std::pair<int64_t, int64_t>>> v(by_shape.begin(), by_shape.end());
       std::sort(v.begin(), v.end(), [](auto& a, auto& b) { return a.second.first > b.second.first; });
-      std::fprintf(stderr, "\n%-60s %10s %10s\n", "op and output shape (LOOM_PROFILE=shapes)", "calls", "ms");
+      std::fprintf(stderr, "\n%-72s %10s %10s\n", "op and output shape (LOOM_PROFILE=shapes)", "calls", "ms");
       for (size_t i = 0; i < std::min<size_t>(v.size(), 25); ++i)
-        std::fprintf(stderr, "%-60s %10lld %10.1f\n", v[i].first.c_str(), (long long)v[i].second.second,
+        std::fprintf(stderr, "%-72s %10lld %10.1f\n", v[i].first.c_str(), (long long)v[i].second.second,
                      double(v[i].second.first) / 1e6);
     }
     std::vector<int> order;
@@ -137,6 +148,7 @@ void dispatch(Op op, std::span<const Tensor> in, std::span<Tensor> out, const Op
     if (g_profile.shapes) {
       int64_t dt = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
       std::string key = std::string(op_name(op)) + " " + (out.empty() ? std::string("-") : out[0].shape().str());
+      if (op == Op::matmul) key += matmul_profile_suffix(in);
       std::lock_guard<std::mutex> lk(g_profile.mu);
       auto& e = g_profile.by_shape[key];
       e.first += dt;
