@@ -56,8 +56,7 @@ double DistributedOptimizer::grad_norm() const {
   double local = 0;
   for (const parallel::GradSync::Slice& s : sync_->owned()) {
     if (!s.grad.defined() || !counts_in_norm(s.param)) continue;
-    Tensor g = s.grad.to(DType::f64);
-    local += sum(mul(g, g)).item();
+    local += sum_squares(s.grad).item();
   }
   Tensor total = Tensor::scalar(local, DType::f64);
   if (dp_->size() > 1 && opt_.zero_stage >= 1) dp_->all_reduce(total);
@@ -69,10 +68,9 @@ double DistributedOptimizer::grad_norm() const {
 double DistributedOptimizer::clip_grad_norm(double max_norm) {
   const double norm = grad_norm();
   if (std::isfinite(norm) && max_norm > 0 && norm > max_norm) {
-    NoGradGuard ng;
     const double s = max_norm / (norm + 1e-6);
     for (const parallel::GradSync::Slice& sl : sync_->owned())
-      if (sl.grad.defined()) Tensor(sl.grad).copy_(mul_scalar(sl.grad, s));
+      if (sl.grad.defined()) scale_in_place(sl.grad, s);
   }
   return norm;
 }

@@ -98,23 +98,31 @@ std::vector<std::pair<std::string, Tensor>> SGD::state() const {
   return s;
 }
 
-double grad_norm(const std::vector<ParamRef>& params) {
+void scale_in_place(const Tensor& g, double s) {
   NoGradGuard ng;
+  Tensor out = g;
+  if (!g.is_contiguous()) {
+    out.copy_(mul_scalar(g, s));
+    return;
+  }
+  OpAttrs a;
+  a.alpha = s;
+  dispatch(Op::mul_scalar, {g}, {out}, a);  // elementwise: reading and writing g is safe
+}
+
+double grad_norm(const std::vector<ParamRef>& params) {
   double total = 0;
   for (const ParamRef& p : params) {
     Tensor g = p.tensor.grad();
-    if (!g.defined()) continue;
-    Tensor g64 = g.to(DType::f64);
-    total += sum(mul(g64, g64)).item();
+    if (g.defined()) total += sum_squares(g).item();  // f64, one pass, no copy
   }
   return std::sqrt(total);
 }
 
 void scale_grads(const std::vector<ParamRef>& params, double s) {
-  NoGradGuard ng;
   for (const ParamRef& p : params) {
     Tensor g = p.tensor.grad();
-    if (g.defined()) g.copy_(mul_scalar(g, s));
+    if (g.defined()) scale_in_place(g, s);
   }
 }
 

@@ -69,6 +69,8 @@ class SGD final : public Optimizer {
   std::vector<Tensor> momentum_;
 };
 
+// g *= s in place (one pass, no temporary): clipping and averaging of gradients.
+void scale_in_place(const Tensor& g, double s);
 // Global L2 norm of all gradients (f64 accumulation). Returns NaN/Inf if any gradient is.
 double grad_norm(const std::vector<ParamRef>& params);
 // Scales gradients so their global norm is at most max_norm; returns the norm before clipping.

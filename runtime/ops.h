@@ -75,6 +75,9 @@ inline Tensor operator/(const Tensor& a, double s) { return mul_scalar(a, 1.0 / 
 // ---- reductions ------------------------------------------------------------------------
 Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
 Tensor sum(const Tensor& x);  // all elements -> scalar
+// Sum of x^2 over all elements as an f64 scalar, in one pass without a copy (gradient norms);
+// not differentiable.
+Tensor sum_squares(const Tensor& x);
 Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
 Tensor mean(const Tensor& x);
 struct MaxResult {

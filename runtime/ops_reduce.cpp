@@ -82,6 +82,13 @@ Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
 
 Tensor sum(const Tensor& x) { return x.dim() == 0 ? clone(x) : sum(x, all_dims(x), false); }
 
+Tensor sum_squares(const Tensor& x) {
+  require_floating(x, "sum_squares");
+  Tensor out = Tensor::empty({}, DType::f64, x.device());
+  dispatch(Op::sum_squares, {contiguous(x.detach())}, {out});
+  return out;
+}
+
 Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
   int64_t n = 1;
   for (int64_t d : dims) n *= x.size(d);

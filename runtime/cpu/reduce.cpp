@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "runtime/cpu/common.h"
+#include "runtime/cpu/vecmath.h"
 
 namespace loom::runtime::cpu {
 namespace {
@@ -72,6 +73,52 @@ void k_sum_dim(const KernelArgs& a) {
   });
 }
 
+// Sum of squares in f64 (the terms of a gradient norm): one pass over x, no f64 copy of it.
+// Fixed blocks of kSquaresBlock elements, each summed in 8 f64 lanes; the blocks' partials
+// are added in order, so the result depends on the size only, never on the thread count.
+// An f32 square is exact in f64 (24-bit mantissas), so only the sums round.
+constexpr int64_t kSquaresBlock = 16384;
+
+template <class T> double block_squares(const T* x, int64_t n) {
+  f64x4 lo{}, hi{};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    f64x4 a, b;
+    if constexpr (std::is_same_v<T, float>) {
+      const f32x8 v = load8(x + i);
+      a = __builtin_convertvector((f32x4{v[0], v[1], v[2], v[3]}), f64x4);
+      b = __builtin_convertvector((f32x4{v[4], v[5], v[6], v[7]}), f64x4);
+    } else {
+      std::memcpy(&a, x + i, sizeof a);
+      std::memcpy(&b, x + i + 4, sizeof b);
+    }
+    lo += a * a;
+    hi += b * b;
+  }
+  const f64x4 s = lo + hi;
+  double t = (s[0] + s[1]) + (s[2] + s[3]);
+  for (; i < n; ++i) t += double(x[i]) * double(x[i]);
+  return t;
+}
+
+void k_sum_squares(const KernelArgs& a) {
+  const Tensor& x = a.in[0];
+  require_contiguous(x, Op::sum_squares, "input");
+  visit_float(Op::sum_squares, x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* px = static_cast<const T*>(x.raw_data());
+    const int64_t n = x.numel(), blocks = (n + kSquaresBlock - 1) / kSquaresBlock;
+    std::vector<double> partial(static_cast<size_t>(blocks));
+    parallel_for(blocks, 4, [&](int64_t b, int64_t e) {
+      for (int64_t k = b; k < e; ++k)
+        partial[size_t(k)] = block_squares(px + k * kSquaresBlock, std::min(kSquaresBlock, n - k * kSquaresBlock));
+    });
+    double total = 0;
+    for (double p : partial) total += p;
+    *a.out[0].data<double>() = total;
+  });
+}
+
 void k_max_dim(const KernelArgs& a) {
   const Tensor& x = a.in[0];
   require_contiguous(x, Op::max_dim, "input");
@@ -112,6 +159,7 @@ void k_max_dim(const KernelArgs& a) {
 void register_reduce_kernels(KernelTable& t) {
   t.fn[size_t(Op::sum_dim)] = k_sum_dim;
   t.fn[size_t(Op::max_dim)] = k_max_dim;
+  t.fn[size_t(Op::sum_squares)] = k_sum_squares;
 }
 
 }  // namespace loom::runtime::cpu

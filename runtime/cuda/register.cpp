@@ -19,6 +19,7 @@ void register_optim_kernels(KernelTable& t);
 void register_embedding_kernels(KernelTable& t);
 void register_rope_kernels(KernelTable& t);
 void register_attention_kernels(KernelTable& t);
+void register_composite_kernels(KernelTable& t);
 
 namespace {
 Allocator* allocator_factory(int index) { return &caching_allocator(index); }
@@ -40,6 +41,7 @@ void register_cuda_backend(KernelTable& t) {
   cuda::register_embedding_kernels(t);
   cuda::register_rope_kernels(t);
   cuda::register_attention_kernels(t);
+  cuda::register_composite_kernels(t);
 }
 
 }  // namespace loom::runtime

@@ -69,6 +69,32 @@ TEST(Optimizer, ClipGradNormScalesToTheLimit) {
   EXPECT_NEAR(a.grad().item(), 0.6, 1e-6);
 }
 
+// f32 gradients of several blocks: the norm is the f64 sum of the exact squares, and clipping
+// scales each gradient in place (same storage, every element times the same factor).
+TEST(Optimizer, ClipScalesF32GradientsInPlace) {
+  std::vector<optim::ParamRef> ps;
+  std::vector<std::vector<float>> before;
+  long double ref = 0;
+  for (int64_t n : {int64_t(7), int64_t(40000)}) {
+    Tensor p = Tensor::zeros({n});
+    p.set_requires_grad(true);
+    p.set_grad(Tensor::randn({n}, uint64_t(n)));
+    before.push_back(p.grad().to_vector<float>());
+    for (float g : before.back()) ref += (long double)g * (long double)g;
+    ps.push_back({"p" + std::to_string(n), p, true});
+  }
+  const double norm = double(std::sqrt(ref));
+  const void* storage = ps[1].tensor.grad().raw_data();
+  EXPECT_NEAR(optim::clip_grad_norm(ps, 2.0), norm, 1e-12 * norm);
+  EXPECT_EQ(ps[1].tensor.grad().raw_data(), storage);
+  const float s = float(2.0 / (norm + 1e-6));
+  for (size_t i = 0; i < ps.size(); ++i) {
+    const std::vector<float> after = ps[i].tensor.grad().to_vector<float>();
+    for (size_t j = 0; j < after.size(); ++j) ASSERT_EQ(after[j], before[i][j] * s) << i << ", " << j;
+  }
+  EXPECT_NEAR(optim::grad_norm(ps), 2.0, 1e-5);
+}
+
 TEST(Optimizer, StateRoundTripsByName) {
   Tensor w = Tensor::from_vector<float>({1.0f, 2.0f});
   w.set_requires_grad(true);

@@ -49,7 +49,7 @@ TEST(CudaBackend, TableHasTheSpecialisedKernels) {
                 Op::log_softmax_backward_last, Op::cross_entropy, Op::cross_entropy_backward, Op::rms_norm,
                 Op::rms_norm_backward, Op::layer_norm, Op::layer_norm_backward, Op::swiglu, Op::swiglu_backward,
                 Op::adamw_step, Op::sgd_step, Op::embedding, Op::embedding_backward, Op::rope, Op::attention,
-                Op::attention_backward})
+                Op::attention_backward, Op::sum_squares})
     EXPECT_NE(t.fn[size_t(op)], nullptr) << op_name(op);
   // Ops the first version leaves to the host fallback.
   for (Op op : {Op::dropout, Op::random_normal, Op::multinomial})
@@ -558,6 +558,16 @@ TEST(CudaReduce, SumDimMatchesCpu) {
       expect_close(r.cuda[0], r.cpu[0], tol, tol, std::string("sum_dim ") + dtype_name(dt) + " " + shape.str());
     }
   }
+}
+
+TEST(CudaReduce, SumSquaresMatchesCpu) {
+  SKIP_WITHOUT_CUDA();
+  for (int64_t n : {int64_t(0), int64_t(5), int64_t(16384), int64_t(100003)})
+    for (DType dt : {DType::f32, DType::f64}) {
+      Tensor x = randn({n}, 83, dt);
+      Both r = run_both(Op::sum_squares, {x}, {{Dims{}, DType::f64}});
+      expect_close(r.cuda[0], r.cpu[0], 1e-12, 1e-12, std::string("sum_squares ") + dtype_name(dt));
+    }
 }
 
 TEST(CudaReduce, MaxDimMatchesCpuIncludingTiesAndNaN) {

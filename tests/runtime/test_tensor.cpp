@@ -210,6 +210,36 @@ TEST(Matmul, RowPanelsGiveTheSameBitsAtAnyThreadCount) {
   for (size_t j = 0; j < one[0].size(); ++j) ASSERT_NEAR(one[1][j], one[0][j], 1e-4) << j;
 }
 
+// The gradient-norm reduction: one pass in f64 over fixed blocks of 16384 elements. Sizes
+// cover an empty tensor, a tail shorter than a vector, exactly one block and a partial last
+// block; it equals a long-double loop over the exact squares, has the same bits at any thread
+// count, and takes f64 and strided (transposed) inputs.
+TEST(SumSquares, MatchesAnExactLoopAtAnyThreadCount) {
+  const int before = omp_get_max_threads();
+  for (int64_t n : {int64_t(0), int64_t(5), int64_t(16384), int64_t(3 * 16384 + 77)}) {
+    for (DType dt : {DType::f32, DType::f64}) {
+      Tensor x = Tensor::randn({n}, 12, dt);
+      const std::vector<double> v = x.to_double_vector();
+      long double ref = 0;
+      for (double e : v) ref += (long double)e * (long double)e;
+      omp_set_num_threads(1);
+      Tensor s = sum_squares(x);
+      ASSERT_EQ(s.dtype(), DType::f64);
+      ASSERT_EQ(s.dim(), 0);
+      const double one = s.item();
+      EXPECT_NEAR(one, double(ref), 1e-13 * double(ref)) << n << " " << dtype_name(dt);
+      for (int threads : {2, 3}) {
+        omp_set_num_threads(threads);
+        EXPECT_EQ(sum_squares(x).item(), one) << n << " " << dtype_name(dt) << ", " << threads << " threads";
+      }
+    }
+  }
+  omp_set_num_threads(before);
+  Tensor m = Tensor::randn({37, 300}, 13);
+  EXPECT_NEAR(sum_squares(m.transpose(0, 1)).item(), sum_squares(m).item(), 1e-12 * sum_squares(m).item());
+  EXPECT_THROW(sum_squares(Tensor::zeros({3}, DType::i64)), std::invalid_argument);
+}
+
 // Sums over a middle axis run in fixed blocks of rows (cpu/common.h reduce_rows_fixed): blocks
 // and columns in parallel, blocks added in order. The result equals an f64 loop to f32 rounding
 // and has the same bits at any thread count; shapes cover one block, a partial last block, and
