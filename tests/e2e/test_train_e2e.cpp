@@ -84,6 +84,29 @@ TEST(TrainE2E, LearnsArithmeticAndResumesBitExactlyAfterSigkill) {
   // (measured 2.63; the digits of random operands keep it well above 0).
   EXPECT_LT(last_val_loss(dir + "/full"), 2.8);
   EXPECT_LT(ref[24], ref[1] - 2.0);
+  // Throughput records: MFU's denominator is written with it and only ever rises (the best GEMM
+  // rate measured so far), and mfu * peak / tokens_per_s is the model's FLOPs per token, the
+  // same in every record.
+  {
+    std::ifstream in(dir + "/full/metrics.jsonl");
+    std::string line;
+    double last_peak = 0, flops_per_token = 0;
+    int records = 0;
+    while (std::getline(in, line)) {
+      auto j = nlohmann::json::parse(line);
+      if (!j.contains("tokens_per_s")) continue;
+      ++records;
+      const double peak = j.at("gemm_peak_gflops"), mfu = j.at("mfu"), tps = j.at("tokens_per_s");
+      EXPECT_GT(peak, 0.0);
+      EXPECT_GE(peak, last_peak);
+      last_peak = peak;
+      const double fpt = mfu * peak * 1e9 / tps;
+      if (flops_per_token == 0) flops_per_token = fpt;
+      EXPECT_NEAR(fpt, flops_per_token, 1e-9 * flops_per_token);
+    }
+    EXPECT_EQ(records, 24);
+    EXPECT_GT(flops_per_token, 0.0);
+  }
   // Killed after step 10 (last checkpoint: 8), resumed.
   RunResult killed = run_loom("train " + cfg + " --set run.dir=" + dir + "/k", "LOOM_TEST_KILL_AT_STEP=10");
   EXPECT_EQ(killed.exit_code, 128 + 9) << killed.output;
