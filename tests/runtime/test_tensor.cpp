@@ -237,6 +237,11 @@ TEST(SumSquares, MatchesAnExactLoopAtAnyThreadCount) {
   omp_set_num_threads(before);
   Tensor m = Tensor::randn({37, 300}, 13);
   EXPECT_NEAR(sum_squares(m.transpose(0, 1)).item(), sum_squares(m).item(), 1e-12 * sum_squares(m).item());
+  // Half-precision gradients are widened to f32 by dispatch: their squares are exact as well.
+  Tensor h = Tensor::randn({1000}, 14).to(DType::bf16);
+  double href = 0;
+  for (double e : h.to_double_vector()) href += e * e;
+  EXPECT_NEAR(sum_squares(h).item(), href, 1e-12 * href);
   EXPECT_THROW(sum_squares(Tensor::zeros({3}, DType::i64)), std::invalid_argument);
 }
 
