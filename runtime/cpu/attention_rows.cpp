@@ -68,11 +68,11 @@ template <class T> double dot_f64(const T* x, const T* y, int64_t n) {
     f64x4 lo{}, hi{};
     int64_t d = 0;
     for (; d + 8 <= n; d += 8) {
-      f32x8 a = load8(x + d), b = load8(y + d);
-      f32x4 a0 = {a[0], a[1], a[2], a[3]}, a1 = {a[4], a[5], a[6], a[7]};
-      f32x4 b0 = {b[0], b[1], b[2], b[3]}, b1 = {b[4], b[5], b[6], b[7]};
-      lo += __builtin_convertvector(a0, f64x4) * __builtin_convertvector(b0, f64x4);
-      hi += __builtin_convertvector(a1, f64x4) * __builtin_convertvector(b1, f64x4);
+      f64x4 a0, a1, b0, b1;
+      widen_f64(load8(x + d), a0, a1);
+      widen_f64(load8(y + d), b0, b1);
+      lo += a0 * b0;
+      hi += a1 * b1;
     }
     double t = hsum_f64(lo, hi);
     for (; d < n; ++d) t += double(x[d]) * double(y[d]);

@@ -312,14 +312,15 @@ void k_layer_norm_backward(const KernelArgs& a) {
       T* out = pgx + r * C;
       if constexpr (std::is_same_v<T, float>) {  // f64 row sums; f32 map and products
         const float mu = pm[r], rs = pr[r];
-        auto g8 = [&](int64_t c, int64_t m) { return pw ? load8(gr + c, m) * load8(pw + c, m) : load8(gr + c, m); };
+        auto weighted = [&](f32x8 gy, int64_t c, int64_t m) { return pw ? gy * load8(pw + c, m) : gy; };
+        auto g8 = [&](int64_t c, int64_t m) { return weighted(load8(gr + c, m), c, m); };
         const double sg = sum8_f64(C, g8) / double(C);
         const double sgx = sum8_f64(C, [&](int64_t c, int64_t m) { return g8(c, m) * ((load8(xr + c, m, mu) - mu) * rs); }) /
                            double(C);
         const float msg = float(sg), msgx = float(sgx);
         for_blocks8(0, C, [&](int64_t c, int64_t m) {
           const f32x8 gyv = load8(gr + c, m);
-          const f32x8 g = pw ? gyv * load8(pw + c, m) : gyv;
+          const f32x8 g = weighted(gyv, c, m);
           const f32x8 xh = (load8(xr + c, m) - mu) * rs;
           store8(out + c, rs * (g - msg - xh * msgx), m);
           if (acc) {
@@ -414,12 +415,13 @@ void k_rms_norm_backward(const KernelArgs& a) {
       T* out = pgx + r * C;
       if constexpr (std::is_same_v<T, float>) {  // f64 row sum; f32 map and products
         const double rs = double(pr[r]);
-        auto g8 = [&](int64_t c, int64_t m) { return pw ? load8(gr + c, m) * load8(pw + c, m) : load8(gr + c, m); };
+        auto weighted = [&](f32x8 gy, int64_t c, int64_t m) { return pw ? gy * load8(pw + c, m) : gy; };
+        auto g8 = [&](int64_t c, int64_t m) { return weighted(load8(gr + c, m), c, m); };
         const double sgx = rs * sum8_f64(C, [&](int64_t c, int64_t m) { return g8(c, m) * load8(xr + c, m); }) / double(C);
         const float rsf = float(rs), k = float(rs * sgx);
         for_blocks8(0, C, [&](int64_t c, int64_t m) {
           const f32x8 gyv = load8(gr + c, m), xv = load8(xr + c, m);
-          store8(out + c, rsf * ((pw ? gyv * load8(pw + c, m) : gyv) - xv * k), m);
+          store8(out + c, rsf * (weighted(gyv, c, m) - xv * k), m);
           if (acc) add8_f64(acc + c, gyv * (xv * rsf), m);
         });
       } else {

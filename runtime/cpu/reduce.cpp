@@ -85,9 +85,7 @@ template <class T> double block_squares(const T* x, int64_t n) {
   for (; i + 8 <= n; i += 8) {
     f64x4 a, b;
     if constexpr (std::is_same_v<T, float>) {
-      const f32x8 v = load8(x + i);
-      a = __builtin_convertvector((f32x4{v[0], v[1], v[2], v[3]}), f64x4);
-      b = __builtin_convertvector((f32x4{v[4], v[5], v[6], v[7]}), f64x4);
+      widen_f64(load8(x + i), a, b);
     } else {
       std::memcpy(&a, x + i, sizeof a);
       std::memcpy(&b, x + i + 4, sizeof b);

@@ -76,11 +76,17 @@ inline float hmax8(f32x8 v) {
   for (int i = 1; i < 8; ++i) m = v[i] > m ? v[i] : m;
   return m;
 }
+// The 8 lanes widened to f64: lanes 0-3 in lo, 4-7 in hi.
+inline void widen_f64(f32x8 v, f64x4& lo, f64x4& hi) {
+  lo = __builtin_convertvector((f32x4{v[0], v[1], v[2], v[3]}), f64x4);
+  hi = __builtin_convertvector((f32x4{v[4], v[5], v[6], v[7]}), f64x4);
+}
 // Adds the 8 lanes to two f64x4 accumulators (f32 values, f64 sums: accurate row statistics).
 inline void acc_f64(f64x4& lo, f64x4& hi, f32x8 v) {
-  f32x4 a = {v[0], v[1], v[2], v[3]}, b = {v[4], v[5], v[6], v[7]};
-  lo += __builtin_convertvector(a, f64x4);
-  hi += __builtin_convertvector(b, f64x4);
+  f64x4 a, b;
+  widen_f64(v, a, b);
+  lo += a;
+  hi += b;
 }
 // Sum over c in [0, n) of f(c, m) (an f32x8 holding m <= 8 valid lanes; the rest must be 0),
 // accumulated in f64 lanes: the row statistics of norms and softmax.
