@@ -38,9 +38,9 @@ struct AttentionContext {
 
 class AttentionBackward final : public Node {
  public:
-  AttentionBackward(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, AttentionContext ctx)
+  AttentionBackward(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor kept_probs, AttentionContext ctx)
       : q_(std::move(q)), k_(std::move(k)), v_(std::move(v)), out_(std::move(out)), lse_(std::move(lse)),
-        ctx_(std::move(ctx)) {}
+        kept_probs_(std::move(kept_probs)), ctx_(std::move(ctx)) {}
   const char* name() const override { return "AttentionBackward"; }
   int num_outputs() const override { return 2; }  // out, lse
 
@@ -58,13 +58,15 @@ class AttentionBackward final : public Node {
     Tensor gk = Tensor::empty(k_.shape(), k_.dtype(), k_.device());
     Tensor gv = Tensor::empty(v_.shape(), v_.dtype(), v_.device());
     dispatch(Op::attention_backward,
-             {q_, k_, v_, out_, lse_, gout, glse, ctx_.mask, ctx_.q_segments, ctx_.k_segments, ctx_.visibility},
+             {q_, k_, v_, out_, lse_, gout, glse, ctx_.mask, ctx_.q_segments, ctx_.k_segments, ctx_.visibility,
+              kept_probs_},
              {gq, gk, gv}, ctx_.attrs);
     return {gq, gk, gv};
   }
 
  private:
   Tensor q_, k_, v_, out_, lse_;  // contiguous and detached (out_/lse_ hold no reference to this node)
+  Tensor kept_probs_;             // what the CPU forward kept for this backward, or undefined
   AttentionContext ctx_;
 };
 
@@ -123,10 +125,16 @@ AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, con
   AttentionResult r;
   r.out = Tensor::empty({B, Tq, H, D}, q.dtype(), q.device());
   r.lse = Tensor::empty({B, H, Tq}, q.dtype(), q.device());
-  dispatch(Op::attention, {qc, kc, vc, ctx.mask, ctx.q_segments, ctx.k_segments, ctx.visibility}, {r.out, r.lse},
-           ctx.attrs);
-  if (any_requires_grad({&q, &k, &v})) {
-    auto node = std::make_shared<AttentionBackward>(qc, kc, vc, r.out.detach(), r.lse.detach(), std::move(ctx));
+  // With a backward to come, the CPU kernel gets a third output slot where it may keep the
+  // probabilities for it (cpu/attention_rows.cpp decides by size; other kernels leave it empty).
+  const bool wants_grad = any_requires_grad({&q, &k, &v});
+  std::vector<Tensor> inputs{qc, kc, vc, ctx.mask, ctx.q_segments, ctx.k_segments, ctx.visibility};
+  std::vector<Tensor> outputs{r.out, r.lse};
+  if (wants_grad && q.device().is_cpu()) outputs.emplace_back();
+  dispatch(Op::attention, inputs, outputs, ctx.attrs);
+  if (wants_grad) {
+    Tensor kept = outputs.size() > 2 ? outputs[2] : Tensor();
+    auto node = std::make_shared<AttentionBackward>(qc, kc, vc, r.out.detach(), r.lse.detach(), kept, std::move(ctx));
     record(node, {q, k, v}, {&r.out, &r.lse});
   }
   return r;

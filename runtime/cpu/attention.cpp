@@ -500,8 +500,11 @@ template <class T> void attention_backward(const KernelArgs& a) {
 }
 
 // The first n_float inputs (n_required of them present) share q's dtype, as do the outputs.
+// The forward may have a third output slot, empty on entry: see attention_rows.cpp's kept
+// probabilities (this file's kernel leaves it empty).
 void check_operands(Op op, std::span<const Tensor> in, size_t n_required, size_t n_float, std::span<Tensor> out) {
-  if (in.size() < n_required || out.size() != (op == Op::attention ? 2u : 3u))
+  const bool outputs_ok = op == Op::attention ? out.size() == 2 || (out.size() == 3 && !out[2].defined()) : out.size() == 3;
+  if (in.size() < n_required || !outputs_ok)
     throw std::logic_error(std::string(op_name(op)) + ": wrong number of operands");
   DType dt = in[0].dtype();
   for (size_t i = 0; i < std::min(n_float, in.size()); ++i) {
@@ -513,16 +516,13 @@ void check_operands(Op op, std::span<const Tensor> in, size_t n_required, size_t
     if (in[i].dtype() != dt) throw std::logic_error(std::string(op_name(op)) + ": input dtypes differ");
   }
   for (const Tensor& t : out) {
+    if (!t.defined()) continue;  // the forward's empty third slot
     require_dense(t, op, "output");
     if (t.dtype() != dt) throw std::logic_error(std::string(op_name(op)) + ": output dtype differs from q");
   }
 }
 
-// LOOM_ATTENTION=tiled sends every call to this file's kernels (tests and bench compare the two).
-bool tiled_only() {
-  const char* e = std::getenv("LOOM_ATTENTION");
-  return e && std::string(e) == "tiled";
-}
+bool tiled_only() { return attention_env() == AttentionEnv::tiled; }
 
 void k_attention(const KernelArgs& a) {
   check_operands(Op::attention, a.in, 3, 3, a.out);

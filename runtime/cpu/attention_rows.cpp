@@ -19,8 +19,18 @@
 // Backward, per (b, kv head): for each query head of the group and each query block,
 //   P = exp(S - lse),  dP = gout V^T,  dS = P * (dP - D_i),  D_i = rowsum(gout_i * out_i) - glse_i,
 //   dV += P^T gout,  dK += scale dS^T Q,  dQ = scale dS K       (Dao 2023, Alg. 2, untiled).
-// Five products and no recomputation; one work item owns its rows of gk and gv, and the blocks
-// run in a fixed order, so the result does not depend on the thread count.
+// Five products; one work item owns its rows of gk and gv, and the blocks run in a fixed order,
+// so the result does not depend on the thread count.
+//
+// Kept probabilities: when the forward is given a third output slot (autograd will run the
+// backward) and the score blocks are small next to the tensors the op holds anyway (see
+// keeps_probs), the forward writes its score blocks into a tensor it allocates there instead of
+// a scratch buffer, and keeps exp(S - m_i) with 1 / l_i. The backward then reads P = that times
+// 1 / l_i instead of recomputing S = Q K^T and its exponentials: at D = 32-64, T = 64-256 the
+// backward takes 0.78-0.87 of its time, the forward 1.00-1.09 (bench/README.md). Short sequences only: FlashAttention recomputes because P is
+// O(T^2); the rule below keeps it only where it costs at most about the op's own q, k, v, out.
+// Layout (private to this file): for each (b, h), the query blocks' [rows, ncols] score blocks
+// one after another (ncols = the block's key count rounded up to 16), then B * H * Tq values 1 / l.
 //
 // Layout: q [B, Tq, H, D], k/v [B, Tk, Hkv, D] contiguous (head rows strided by H * D or
 // Hkv * D: the products read them in place), out like q, lse [B, H, Tq].
@@ -28,7 +38,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "runtime/cpu/common.h"
@@ -84,8 +97,11 @@ template <class T> double dot_f64(const T* x, const T* y, int64_t n) {
   }
 }
 
+// The backward's input holding the forward's kept probabilities (after the four masks).
+constexpr size_t kKeptProbsInput = 11;
+
 bool eligible(const KernelArgs& a, size_t first_mask, int64_t Tk) {
-  for (size_t i = first_mask; i < a.in.size(); ++i)
+  for (size_t i = first_mask; i < std::min(a.in.size(), first_mask + 4); ++i)
     if (a.in[i].defined()) return false;
   return Tk <= kMaxKeys;
 }
@@ -122,6 +138,32 @@ template <class T> struct PackedKeysT {
   }
 };
 
+// Where each query block's scores sit in the kept-probabilities tensor: block qb of (b, h)
+// starts at bh * per_bh + offset[qb], rows of ncols(qb) values.
+struct ProbsLayout {
+  std::vector<int64_t> offset;  // [nqb + 1]
+  int64_t per_bh = 0, ld = 0;
+  ProbsLayout(const RowLimits& lim, int64_t Tq, int64_t Tk) : ld(round_up(std::max<int64_t>(Tk, 1), kPad)) {
+    const int64_t nqb = (Tq + kBlockQ - 1) / kBlockQ;
+    offset.assign(size_t(nqb + 1), 0);
+    for (int64_t qb = 0; qb < nqb; ++qb) {
+      const int64_t i0 = qb * kBlockQ, rows = std::min(Tq, i0 + kBlockQ) - i0;
+      offset[size_t(qb + 1)] = offset[size_t(qb)] + rows * ncols(lim.limit(i0 + rows - 1));
+    }
+    per_bh = offset[size_t(nqb)];
+  }
+  int64_t ncols(int64_t kend) const { return kend == 0 ? 0 : std::min(round_up(kend, kPad), ld); }
+};
+
+// Keep P when its blocks hold at most 1.25 times the elements of q, k, v and out together: with
+// causal masking that is T up to about 9 D (D = 32: T <= 288; D = 64: T <= 576), where the
+// recomputation at K = D is least efficient and P is a few MB per layer.
+bool keeps_probs(const ProbsLayout& layout, int64_t B, int64_t H, int64_t Hkv, int64_t Tq, int64_t Tk, int64_t D) {
+  if (attention_env() == AttentionEnv::recompute) return false;
+  const double held = double(B) * D * (2.0 * Tq * H + 2.0 * Tk * Hkv);
+  return double(B) * H * layout.per_bh <= 1.25 * held;
+}
+
 // ---- forward -------------------------------------------------------------------------------
 template <class T> void forward(const KernelArgs& a) {
   const Tensor &q = a.in[0], &k = a.in[1], &v = a.in[2];
@@ -136,12 +178,20 @@ template <class T> void forward(const KernelArgs& a) {
   T* pl = lse.data<T>();
   const T scale = T(a.attrs.scale);
   const int64_t nqb = (Tq + kBlockQ - 1) / kBlockQ, qs = H * D, ks = Hkv * D;
+  const ProbsLayout layout(lim, Tq, Tk);
+  T* kept = nullptr;  // the kept probabilities, or nullptr: scores go to a per-thread buffer
+  T* kept_inv_l = nullptr;
+  if (a.out.size() > 2 && keeps_probs(layout, B, H, Hkv, Tq, Tk, D)) {
+    a.out[2] = Tensor::empty({B * H * (layout.per_bh + Tq)}, q.dtype(), q.device());
+    kept = a.out[2].data<T>();
+    kept_inv_l = kept + B * H * layout.per_bh;
+  }
 
   // Items run query blocks of one (b, h) in order, so a thread's packed K^T grows with kend.
   parallel_for(B * H * nqb, 1, [&](int64_t begin, int64_t end) {
     PackedKeysT<T> kt;
     int64_t v_asked = 0;  // rows of kt.owner's V already prefetched
-    std::vector<T> S(size_t(kBlockQ * round_up(std::max<int64_t>(Tk, 1), kPad)));
+    std::vector<T> scratch(kept ? 0 : size_t(kBlockQ * layout.ld));
     std::vector<double> l(kBlockQ);
     std::vector<T> m(kBlockQ);
     for (int64_t item = begin; item < end; ++item) {
@@ -157,6 +207,7 @@ template <class T> void forward(const KernelArgs& a) {
         for (int64_t r = 0; r < rows; ++r) {
           std::fill(orow + r * qs, orow + r * qs + D, T(0));
           lrow[r] = -std::numeric_limits<T>::infinity();
+          if (kept) kept_inv_l[(b * H + h) * Tq + i0 + r] = T(0);
         }
         continue;
       }
@@ -173,10 +224,12 @@ template <class T> void forward(const KernelArgs& a) {
         if (kn > kend) prefetch_rows(krow + kend * ks, kn - kend, ks, D);
       }
       kt.extend(krow, ks, D, kend);
-      const int64_t ld = kt.ld, ncols = std::min(round_up(kend, kPad), ld);
-      small_gemm(rows, ncols, D, scale, qrow, qs, int64_t(1), kt.data.data(), ld, T(0), S.data(), ld);  // S = s Q K^T
+      const int64_t ncols = layout.ncols(kend);
+      T* S = kept ? kept + (b * H + h) * layout.per_bh + layout.offset[size_t(qb)] : scratch.data();
+      const int64_t ld = kept ? ncols : layout.ld;  // row stride of S
+      small_gemm(rows, ncols, D, scale, qrow, qs, int64_t(1), kt.data.data(), kt.ld, T(0), S, ld);  // S = s Q K^T
       for (int64_t r = 0; r < rows; ++r) {
-        T* s = S.data() + r * ld;
+        T* s = S + r * ld;
         const int64_t n = lim.limit(i0 + r);
         std::fill(s + n, s + kend, T(0));
         if (n == 0) {
@@ -187,15 +240,18 @@ template <class T> void forward(const KernelArgs& a) {
         m[r] = row_max(s, n);
         l[r] = exp_sub_sum(s, s, n, m[r]);
       }
-      small_gemm(rows, D, kend, T(1), S.data(), ld, int64_t(1), vrow, ks, T(0), orow, qs);  // out = P V
+      small_gemm(rows, D, kend, T(1), S, ld, int64_t(1), vrow, ks, T(0), orow, qs);  // out = P V
+      T* inv_l = kept ? kept_inv_l + (b * H + h) * Tq + i0 : nullptr;
       for (int64_t r = 0; r < rows; ++r) {
         T* o = orow + r * qs;
         if (l[r] == 0) {  // the row sees no key
           std::fill(o, o + D, T(0));
           lrow[r] = -std::numeric_limits<T>::infinity();
+          if (inv_l) inv_l[r] = T(0);
           continue;
         }
         const T inv = T(1.0 / l[r]);
+        if (inv_l) inv_l[r] = inv;
         for (int64_t d = 0; d < D; ++d) o[d] *= inv;
         lrow[r] = T(double(m[r]) + std::log(l[r]));
       }
@@ -223,6 +279,15 @@ template <class T> void backward(const KernelArgs& a) {
   T* pgv = gv.data<T>();
   const T scale = T(a.attrs.scale);
   const int64_t nqb = (Tq + kBlockQ - 1) / kBlockQ, qs = H * D, ks = Hkv * D;
+  const ProbsLayout layout(lim, Tq, Tk);
+  const T* kept = nullptr;
+  if (a.in.size() > kKeptProbsInput && a.in[kKeptProbsInput].defined()) {
+    const Tensor& t = a.in[kKeptProbsInput];
+    if (t.numel() != B * H * (layout.per_bh + Tq) || t.dtype() != q.dtype())
+      throw std::logic_error("attention_backward: the kept probabilities do not come from this forward");
+    kept = t.data<T>();
+  }
+  const T* kept_inv_l = kept ? kept + B * H * layout.per_bh : nullptr;
 
   // D_i for every (b, h, i) first, streaming gout and out in memory order: inside the block loop
   // each row's out would be a strided read that missed the cache.
@@ -252,11 +317,13 @@ template <class T> void backward(const KernelArgs& a) {
         std::fill(gvrow + j * ks, gvrow + j * ks + D, T(0));
       }
       prefetch_rows(vrow, Tk, ks, D);  // arrives while K is packed
-      kt.reset(D, Tk, item);
+      if (!kept) {  // K^T is needed only to recompute the scores
+        kt.reset(D, Tk, item);
+        kt.extend(krow, ks, D, Tk);
+      }
       vt.reset(D, Tk, item);
-      kt.extend(krow, ks, D, Tk);
       vt.extend(vrow, ks, D, Tk);
-      const int64_t ld = kt.ld;
+      const int64_t ld = vt.ld;
       for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
         for (int64_t qb = 0; qb < nqb; ++qb) {
           const int64_t i0 = qb * kBlockQ, rows = std::min(Tq, i0 + kBlockQ) - i0;
@@ -276,8 +343,10 @@ template <class T> void backward(const KernelArgs& a) {
             for (int64_t r = 0; r < rows; ++r) std::fill(gqrow + r * qs, gqrow + r * qs + D, T(0));
             continue;
           }
-          const int64_t ncols = std::min(round_up(kend, kPad), ld);
-          small_gemm(rows, ncols, D, scale, qrow, qs, int64_t(1), kt.data.data(), ld, T(0), P.data(), ld);  // S
+          const int64_t ncols = layout.ncols(kend);
+          const T* kept_rows = kept ? kept + (b * H + h) * layout.per_bh + layout.offset[size_t(qb)] : nullptr;
+          if (!kept)
+            small_gemm(rows, ncols, D, scale, qrow, qs, int64_t(1), kt.data.data(), ld, T(0), P.data(), ld);  // S
           small_gemm(rows, ncols, D, T(1), gorow, qs, int64_t(1), vt.data.data(), ld, T(0), dS.data(), ld);  // dP
           for (int64_t r = 0; r < rows; ++r) {
             T* p = P.data() + r * ld;
@@ -290,15 +359,18 @@ template <class T> void backward(const KernelArgs& a) {
               continue;
             }
             const T Di = Drow[size_t((b * H + h) * Tq + i0 + r)];
+            // P = exp(S - lse), recomputed or read as the forward's exp(S - m) times 1 / l.
+            const T* src = kept_rows ? kept_rows + r * ncols : p;
+            const T inv_l = kept ? kept_inv_l[(b * H + h) * Tq + i0 + r] : T(0);
             if constexpr (std::is_same_v<T, float>) {
               for_blocks8(0, n, [&](int64_t c, int64_t m) {
-                const f32x8 e = exp8(load8(p + c, m) - L);
+                const f32x8 e = kept ? load8(src + c, m) * inv_l : exp8(load8(src + c, m) - L);
                 store8(p + c, e, m);
                 store8(ds + c, e * (load8(ds + c, m) - Di), m);
               });
             } else {
               for (int64_t c = 0; c < n; ++c) {
-                p[c] = std::exp(p[c] - L);
+                p[c] = kept ? src[c] * inv_l : std::exp(src[c] - L);
                 ds[c] = p[c] * (ds[c] - Di);
               }
             }
@@ -316,6 +388,13 @@ template <class T> void backward(const KernelArgs& a) {
 }
 
 }  // namespace
+
+AttentionEnv attention_env() {
+  const char* e = std::getenv("LOOM_ATTENTION");
+  if (!e) return AttentionEnv::standard;
+  const std::string v(e);
+  return v == "tiled" ? AttentionEnv::tiled : v == "recompute" ? AttentionEnv::recompute : AttentionEnv::standard;
+}
 
 bool attention_forward_rows(const KernelArgs& a) {
   if (!eligible(a, 3, a.in[1].size(1))) return false;

@@ -6,7 +6,13 @@
 
 namespace loom::runtime::cpu {
 
-// in: q, k, v, mask?, q_segments?, k_segments?, visibility?   out: out, lse
+// LOOM_ATTENTION=tiled sends every call to cpu/attention.cpp's tiled kernel (to compare the two);
+// LOOM_ATTENTION=recompute keeps the row kernel but never keeps the probabilities for the
+// backward (FlashAttention's memory: nothing of size Tq x Tk outlives the forward).
+enum class AttentionEnv { standard, tiled, recompute };
+AttentionEnv attention_env();
+
+// in: q, k, v, mask?, q_segments?, k_segments?, visibility?   out: out, lse, kept? (see the .cpp)
 bool attention_forward_rows(const KernelArgs& a);
 // in: q, k, v, out, lse, gout, glse?, masks...   out: gq, gk, gv
 bool attention_backward_rows(const KernelArgs& a);

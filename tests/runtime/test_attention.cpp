@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "runtime/autograd.h"
+#include "runtime/kernels.h"
 #include "runtime/ops.h"
 
 namespace loom::runtime {
@@ -546,6 +547,78 @@ TEST(Attention, RowBlockKernelMatchesTiledKernel) {
     const char* names[] = {"out", "lse", "gq", "gk", "gv"};
     for (int i = 0; i < 5; ++i) EXPECT_TRUE(close(a[i], b[i], 1e-5, names[i]));
   }
+}
+
+// ---- probabilities kept by the forward (cpu/attention_rows.cpp) ------------------------------
+
+// The kernels as autograd calls them: a forward with the third output slot (where the CPU row
+// kernel may keep P), then the backward given what was kept (or nothing: P is recomputed).
+struct KernelRun {
+  Tensor kept;
+  std::vector<double> gq, gk, gv;
+};
+template <class T> KernelRun run_kernels(const Spec& s, const Values& x, bool keep, uint32_t seed) {
+  Tensor q = make_tensor<T>(x.q, {s.B, s.Tq, s.H, s.D}), k = make_tensor<T>(x.k, {s.B, s.Tk, s.Hkv, s.D}),
+         v = make_tensor<T>(x.v, {s.B, s.Tk, s.Hkv, s.D});
+  Tensor out = Tensor::empty(q.shape(), q.dtype()), lse = Tensor::empty({s.B, s.H, s.Tq}, q.dtype());
+  OpAttrs attrs;
+  attrs.causal = s.causal, attrs.q_offset = s.q_offset, attrs.k_offset = s.k_offset, attrs.scale = s.scale();
+  std::vector<Tensor> in{q, k, v, Tensor(), Tensor(), Tensor(), Tensor()}, outs{out, lse, Tensor()};
+  dispatch(Op::attention, in, outs, attrs);
+  KernelRun r;
+  r.kept = outs[2];
+  Tensor gout = make_tensor<T>(random_values(s.B * s.Tq * s.H * s.D, seed), q.shape());
+  Tensor glse = make_tensor<T>(random_values(s.B * s.H * s.Tq, seed + 1), lse.shape());
+  Tensor gq = Tensor::empty(q.shape(), q.dtype()), gk = Tensor::empty(k.shape(), q.dtype()),
+         gv = Tensor::empty(v.shape(), q.dtype());
+  std::vector<Tensor> bin{q, k, v, out, lse, gout, glse, Tensor(), Tensor(), Tensor(), Tensor(), keep ? r.kept : Tensor()};
+  std::vector<Tensor> bout{gq, gk, gv};
+  dispatch(Op::attention_backward, bin, bout, attrs);
+  r.gq = values_of(gq), r.gk = values_of(gk), r.gv = values_of(gv);
+  return r;
+}
+
+// The backward reading the forward's kept P equals the one recomputing it, to rounding (f64:
+// 1e-12, f32: 2e-6), at shapes with several query blocks, GQA, offsets, unequal lengths and
+// queries that see no key (k_offset past q_offset); and it does not depend on the thread count.
+TEST(Attention, KeptProbabilitiesGiveTheRecomputedGradients) {
+  struct Case { int64_t Tq, Tk, D, q_offset, k_offset; };
+  for (const Case& c : {Case{100, 100, 32, 0, 0}, Case{77, 90, 32, 13, 0}, Case{64, 64, 20, 0, 5}}) {
+    SCOPED_TRACE(::testing::Message() << "Tq=" << c.Tq << " Tk=" << c.Tk << " D=" << c.D);
+    Spec s;
+    s.B = 2, s.Tq = c.Tq, s.Tk = c.Tk, s.H = 4, s.Hkv = 2, s.D = c.D, s.causal = true;
+    s.q_offset = c.q_offset, s.k_offset = c.k_offset;
+    Values x = random_inputs(s, 701);
+    KernelRun kept = run_kernels<double>(s, x, true, 702), recomputed = run_kernels<double>(s, x, false, 702);
+    ASSERT_TRUE(kept.kept.defined()) << "a short causal sequence keeps its probabilities";
+    EXPECT_TRUE(close(kept.gq, recomputed.gq, 1e-12, "gq f64"));
+    EXPECT_TRUE(close(kept.gk, recomputed.gk, 1e-12, "gk f64"));
+    EXPECT_TRUE(close(kept.gv, recomputed.gv, 1e-12, "gv f64"));
+    KernelRun kf = run_kernels<float>(s, x, true, 702), rf = run_kernels<float>(s, x, false, 702);
+    EXPECT_TRUE(close(kf.gq, rf.gq, 2e-6, "gq f32"));
+    EXPECT_TRUE(close(kf.gk, rf.gk, 2e-6, "gk f32"));
+    EXPECT_TRUE(close(kf.gv, rf.gv, 2e-6, "gv f32"));
+    int before = omp_get_max_threads();
+    omp_set_num_threads(3);
+    KernelRun k3 = run_kernels<float>(s, x, true, 702);
+    omp_set_num_threads(before);
+    for (auto [a, b] : {std::pair{&kf.gq, &k3.gq}, {&kf.gk, &k3.gk}, {&kf.gv, &k3.gv}})
+      EXPECT_EQ(std::memcmp(a->data(), b->data(), a->size() * sizeof(double)), 0);
+  }
+}
+
+// P is kept only where it is small next to q, k, v and out: causal T up to about 9 D.
+TEST(Attention, KeepsProbabilitiesOnlyForShortSequences) {
+  auto keeps = [](int64_t T, int64_t D, bool causal) {
+    Spec s;
+    s.B = 1, s.Tq = s.Tk = T, s.H = 2, s.Hkv = 2, s.D = D, s.causal = causal;
+    Values x = random_inputs(s, 703);
+    return run_kernels<float>(s, x, true, 704).kept.defined();
+  };
+  EXPECT_TRUE(keeps(256, 32, true));    // bench_train's llama-small: 1.12 x q, k, v, out
+  EXPECT_TRUE(keeps(512, 64, true));
+  EXPECT_FALSE(keeps(1024, 32, true));  // 4 x: recompute, as FlashAttention does
+  EXPECT_FALSE(keeps(256, 32, false));  // no causal half: 2 x
 }
 
 // ---- merge_attention -----------------------------------------------------------------------
