@@ -14,7 +14,8 @@ AttentionEnv attention_env();
 
 // in: q, k, v, mask?, q_segments?, k_segments?, visibility?   out: out, lse, kept? (see the .cpp)
 bool attention_forward_rows(const KernelArgs& a);
-// in: q, k, v, out, lse, gout, glse?, masks...   out: gq, gk, gv
+// in: q, k, v, out, lse, gout, glse?, mask?, q_segments?, k_segments?, visibility?, kept?
+// out: gq, gk, gv
 bool attention_backward_rows(const KernelArgs& a);
 
 }  // namespace loom::runtime::cpu
