@@ -23,7 +23,6 @@
 // query head h reads kv head h / (H / Hkv) (grouped-query attention).
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <stdexcept>
