@@ -1,7 +1,8 @@
 // bench_kernels.cpp: where the time goes in the CPU runtime. Prints GFLOP/s of matmul at
 // 256..2048 and GB/s (or GFLOP/s) of softmax, RMSNorm and attention forward/backward, each
 // beside this machine's measured peaks: the best GEMM rate seen and a STREAM-style triad
-// bandwidth. Run: build/bench/bench_kernels [--quick]
+// bandwidth; then the products of a llama-small training step (B*T = 2048 tokens) at matmul
+// precision f32 and bf16 (AMX), side by side. Run: build/bench/bench_kernels [--quick]
 #include <omp.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "runtime/cpu/gemm.h"
+#include "runtime/cpu/gemm_bf16.h"
 #include "runtime/ops.h"
 
 using namespace loom::runtime;
@@ -39,6 +41,39 @@ double triad_gbps() {
     for (int64_t i = 0; i < n; ++i) a[size_t(i)] = b[size_t(i)] + 3.0f * c[size_t(i)];
   });
   return 3.0 * 4.0 * double(n) / t / 1e9;
+}
+
+// llama-small's step products (d 256, MLP 704, vocab 8192, 2048 tokens) through cpu::gemm() at
+// both precisions: (trans_a, trans_b, M, N, K) as the step calls them.
+void training_products_f32_vs_bf16(double f32_peak) {
+  struct Product { const char* what; bool ta, tb; int64_t M, N, K; };
+  const Product products[] = {
+      {"qkv fwd (x W^T)", false, true, 2048, 768, 256},       {"mlp up fwd", false, true, 2048, 704, 256},
+      {"mlp down fwd", false, true, 2048, 256, 704},          {"lm head fwd", false, true, 2048, 8192, 256},
+      {"lm head dX (dY W)", false, false, 2048, 256, 8192},   {"lm head dW (dY^T X)", true, false, 8192, 256, 2048},
+      {"qkv dW (dY^T X)", true, false, 768, 256, 2048},       {"mlp down dX", false, false, 2048, 704, 256}};
+  std::printf("%-22s %6s %6s %6s  %10s %10s %7s\n", "product", "M", "N", "K", "f32 GF/s", "bf16 GF/s", "ratio");
+  double bf16_peak = 0;
+  for (const Product& p : products) {
+    std::vector<float> a(size_t(p.M * p.K), 0.5f), b(size_t(p.K * p.N), 0.25f), c(size_t(p.M * p.N));
+    double rate[2];
+    for (cpu::MatmulPrecision precision : {cpu::MatmulPrecision::f32, cpu::MatmulPrecision::bf16}) {
+      cpu::set_matmul_precision(precision);
+      const int64_t lda = p.ta ? p.M : p.K, ldb = p.tb ? p.K : p.N;
+      const double t = best_seconds(5, [&] {
+        cpu::gemm(p.ta, p.tb, p.M, p.N, p.K, 1.0f, a.data(), lda, b.data(), ldb, 0.0f, c.data(), p.N);
+      });
+      rate[precision == cpu::MatmulPrecision::bf16] = 2.0 * double(p.M) * double(p.N) * double(p.K) / t / 1e9;
+    }
+    cpu::set_matmul_precision(cpu::MatmulPrecision::f32);
+    bf16_peak = std::max(bf16_peak, rate[1]);
+    std::printf("%-22s %6lld %6lld %6lld  %10.1f %10.1f %6.2fx\n", p.what, (long long)p.M, (long long)p.N,
+                (long long)p.K, rate[0], rate[1], rate[1] / rate[0]);
+  }
+  cpu::set_matmul_precision(cpu::MatmulPrecision::bf16);
+  const double square = cpu::measured_gemm_peak_flops(0.3) / 1e9;
+  cpu::set_matmul_precision(cpu::MatmulPrecision::f32);
+  std::printf("bf16 square-512 rate %.1f GFLOP/s (%.1fx the f32 GEMM peak %.1f)\n", square, square / f32_peak, f32_peak);
 }
 
 }  // namespace
@@ -115,6 +150,7 @@ int main(int argc, char** argv) {
                   100 * bflops / tb / 1e9 / gemm_peak);
     }
     std::printf("%-34s %10.1f GFLOP/s (measured GEMM peak)\n", "GEMM peak", gemm_peak);
+    if (cpu::amx_bf16_available()) training_products_f32_vs_bf16(gemm_peak);
   }
   return 0;
 }

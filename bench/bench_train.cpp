@@ -6,7 +6,11 @@
 // alternately with the same model in PyTorch (torch_model.py, which takes --device too).
 //
 //   bench_train --preset llama|gpt2 --vocab V --d D --layers L --heads H [--kv-heads K]
-//               --seq T --batch B --steps N --warmup W --threads n [--seed S] [--device D] [--json]
+//               --seq T --batch B --steps N --warmup W --threads n [--seed S] [--device D]
+//               [--matmul-precision f32|bf16] [--json]
+//
+// --matmul-precision bf16 computes the f32 products in bf16 on AMX (f32 sums and master
+// weights; cpu/gemm.h); the GEMM peak is then the bf16 path's square-512 rate.
 //
 // FLOPs per token are ModelConfig::train_flops_per_token(T): 6 N (N = non-embedding weights
 // plus the LM head, PaLM appendix B) + 6 L T C (causal QK^T and PV, forward and backward).
@@ -38,6 +42,7 @@ namespace {
 
 struct Args {
   std::string preset = "llama";
+  std::string matmul_precision = "f32";
   int64_t vocab = 4096, d = 128, layers = 4, heads = 4, kv_heads = 0, seq = 128, batch = 16;
   int steps = 10, warmup = 3, threads = 1;
   uint64_t seed = 1234;
@@ -49,7 +54,7 @@ struct Args {
   std::fprintf(code ? stderr : stdout,
                "bench_train: %s\nusage: bench_train --preset llama|gpt2 --vocab V --d D --layers L --heads H "
                "[--kv-heads K] --seq T --batch B --steps N --warmup W --threads n [--seed S] [--device cpu|cuda[:N]] "
-               "[--json]\n",
+               "[--matmul-precision f32|bf16] [--json]\n",
                why);
   std::exit(code);
 }
@@ -78,6 +83,7 @@ Args parse(int argc, char** argv) {
     else if (k == "--threads") a.threads = std::atoi(v);
     else if (k == "--seed") a.seed = std::strtoull(v, nullptr, 10);
     else if (k == "--device") a.device = runtime::Device::parse(v);
+    else if (k == "--matmul-precision") a.matmul_precision = v;
     else usage(("unknown option " + k).c_str());
   }
   if (a.preset != "llama" && a.preset != "gpt2") usage("--preset must be llama or gpt2");
@@ -131,6 +137,11 @@ const char* env_or(const char* name, const char* dflt) {
 int main(int argc, char** argv) {
   Args a = parse(argc, argv);
   omp_set_num_threads(a.threads);
+  try {
+    runtime::cpu::set_matmul_precision(runtime::cpu::matmul_precision_from_name(a.matmul_precision));
+  } catch (const std::exception& e) {
+    usage(e.what());
+  }
   models::ModelConfig cfg = a.preset == "llama" ? models::ModelConfig::llama(a.vocab, a.d, a.layers, a.heads, a.kv_heads)
                                                 : models::ModelConfig::gpt2(a.vocab, a.d, a.layers, a.heads);
   cfg.max_seq_len = a.seq;  // learned positions cover exactly T (PyTorch's model does the same)
@@ -202,9 +213,11 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < step_s.size(); ++i) std::printf("%s%.6f", i ? ", " : "", step_s[i]);
     std::printf("], \"median_step_s\": %.6f, \"mean_step_s\": %.6f, \"tokens_per_s\": %.1f, "
                 "\"flops_per_token\": %.1f, \"achieved_gflops\": %.3f, \"gemm_peak_gflops\": %.3f, \"mfu\": %.5f, "
-                "\"peak_rss_mb\": %.1f, \"gemm_library\": \"%s\", \"first_loss\": %.6f, \"last_loss\": %.6f}\n",
+                "\"peak_rss_mb\": %.1f, \"gemm_library\": \"%s\", \"matmul_precision\": \"%s\", \"first_loss\": %.6f, "
+                "\"last_loss\": %.6f}\n",
                 med, mean, tokens / med, fpt, achieved / 1e9, gemm_peak / 1e9, achieved / gemm_peak, peak_rss_mb(),
-                on_cpu ? runtime::cpu::gemm_library() : "cublas", losses.front(), losses.back());
+                on_cpu ? runtime::cpu::gemm_library() : "cublas", a.matmul_precision.c_str(), losses.front(),
+                losses.back());
   } else {
     std::printf("loom %s V%lld d%lld L%lld H%lld T%lld B%lld on %s, %d thread(s), %lld params, GEMM %s\n",
                 a.preset.c_str(), (long long)V, (long long)a.d, (long long)a.layers, (long long)a.heads, (long long)T,

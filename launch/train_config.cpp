@@ -21,6 +21,9 @@ const ConfigSchema& train_schema() {
     s.add_int("run.seed", 1234, "seed of initialisation, data order and dropout", 0);
     s.add_int("run.threads", 0, "CPU threads (0: OMP_NUM_THREADS or all cores)", 0, 1024);
     s.add_enum("run.dtype", "f32", {"f32", "f64"}, "parameter and compute dtype");
+    s.add_enum("run.matmul_precision", "f32", {"f32", "bf16"},
+               "CPU f32 products: f32, or bf16 operands with f32 sums on AMX (mixed precision; master weights, "
+               "optimizer and every other op stay f32)");
 
     s.add_enum("model.preset", "llama", {"llama", "gpt2"},
                "defaults for norm/activation/positions/bias/tie_embeddings (llama: rmsnorm, swiglu, rope; "

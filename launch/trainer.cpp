@@ -385,7 +385,8 @@ class Trainer {
     return true;
   }
 
-  // One core's f32 GEMM rate over about `seconds` (the threads are restored afterwards).
+  // One core's GEMM rate for f32 operands at the run's matmul precision over about `seconds`
+  // (the threads are restored afterwards).
   static double measure_core_gemm_peak(double seconds) {
     const int threads = omp_get_max_threads();
     omp_set_num_threads(1);
@@ -494,6 +495,11 @@ class Trainer {
 
 int train(const Config& cfg, const TrainOptions& opt) {
   if (int64_t threads = cfg.get_int("run.threads")) omp_set_num_threads(int(threads));
+  try {  // before anything is computed; the MFU peak is then the bf16 path's rate
+    cpu::set_matmul_precision(cpu::matmul_precision_from_name(cfg.get_string("run.matmul_precision")));
+  } catch (const std::exception& e) {
+    throw cfg.error("run.matmul_precision", e.what());
+  }
   const Config resolved = resolve_model_keys(cfg);  // model.* explicit (preset, init_from)
   Trainer t(resolved, opt);
   return t.run();

@@ -1,19 +1,23 @@
 // cpu/gemm.cpp: the one place that picks the f32 GEMM path, and the batched matmul kernel.
 // Row-major A with K <= 768 (a layer's activations times a weight): cpu/gemm_rows.cpp; every
 // other product (A transposed: the weight gradients; long K): CBLAS (OpenBLAS) when built with
-// it, else Eigen. A matrix operand may be stored row-major or transposed (a transpose view),
+// it, else Eigen. At matmul precision bf16 every f32 product takes cpu/gemm_bf16.cpp (AMX).
+// A matrix operand may be stored row-major or transposed (a transpose view),
 // so transposes never copy.
 #include "runtime/cpu/gemm.h"
 
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <stdexcept>
 #include <vector>
 
 #include <Eigen/Core>
 
 #include "runtime/cpu/common.h"
+#include "runtime/cpu/gemm_bf16.h"
 #include "runtime/cpu/gemm_rows.h"
 
 #ifdef LOOM_USE_CBLAS
@@ -47,6 +51,28 @@ void eigen_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, cons
 }  // namespace
 
 namespace {
+std::atomic<MatmulPrecision> g_precision{MatmulPrecision::f32};
+}  // namespace
+
+void set_matmul_precision(MatmulPrecision precision) {
+  if (precision == MatmulPrecision::bf16 && !amx_bf16_available())
+    throw std::runtime_error(
+        "matmul precision bf16 needs a CPU with AMX-BF16 and AVX512-BF16 (Sapphire Rapids or newer) and a Linux "
+        "kernel that grants AMX state (5.16 or newer); this machine has not. Use f32.");
+  g_precision.store(precision);
+}
+MatmulPrecision matmul_precision() { return g_precision.load(std::memory_order_relaxed); }
+
+MatmulPrecision matmul_precision_from_name(const std::string& name) {
+  if (name == "f32") return MatmulPrecision::f32;
+  if (name == "bf16") return MatmulPrecision::bf16;
+  throw std::invalid_argument("unknown matmul precision '" + name + "' (expected f32 or bf16)");
+}
+const char* matmul_precision_name(MatmulPrecision precision) {
+  return precision == MatmulPrecision::bf16 ? "bf16" : "f32";
+}
+
+namespace {
 // Which path, by measurement (bench/README.md): with A in place and only B packed, gemm_rows
 // ran the K = 128..704 products 5-15% faster than OpenBLAS with cold operands, as in the
 // training step (steps 2-5% shorter); OpenBLAS stays faster for A^T (it packs A anyway), for K
@@ -55,9 +81,17 @@ namespace {
 // choice depends on the shape only, never on the thread count (see gemm()).
 bool use_gemm_rows(bool ta, int64_t M, int64_t K) { return !ta && K <= kGemmRowsMaxK && M >= 512; }
 
-void sgemm_one(bool rows, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+// The path of one product: kBf16 (AMX) at bf16 precision; at f32, gemm_rows or the library.
+enum class Path { kRows, kLibrary, kBf16 };
+Path choose_path(bool ta, int64_t M, int64_t K) {
+  if (matmul_precision() == MatmulPrecision::bf16) return Path::kBf16;
+  return use_gemm_rows(ta, M, K) ? Path::kRows : Path::kLibrary;
+}
+
+void sgemm_one(Path path, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  if (rows) return gemm_rows(tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  if (path == Path::kBf16) return gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  if (path == Path::kRows) return gemm_rows(tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #ifdef LOOM_USE_CBLAS
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(M), int(N), int(K),
               alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
@@ -79,9 +113,9 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   const int64_t threads = omp_in_parallel() ? 1 : omp_get_max_threads();
   const int64_t panels = std::min(threads, M / kPanelRows);
-  const bool rows = use_gemm_rows(ta, M, K);
+  const Path path = choose_path(ta, M, K);
   if (panels <= 1 || 2.0 * double(M) * double(N) * double(K) < 4e6) {
-    sgemm_one(rows, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    sgemm_one(path, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
 #pragma omp parallel num_threads(int(panels))
@@ -89,7 +123,7 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
     const int64_t t = omp_get_thread_num();
     const int64_t r0 = M * t / panels / 16 * 16, r1 = t + 1 == panels ? M : M * (t + 1) / panels / 16 * 16;
     const float* Ap = ta ? A + r0 : A + r0 * lda;  // A^T stored [K, M]: its rows start at column r0
-    if (r1 > r0) sgemm_one(rows, ta, tb, r1 - r0, N, K, alpha, Ap, lda, B, ldb, beta, C + r0 * ldc, ldc);
+    if (r1 > r0) sgemm_one(path, ta, tb, r1 - r0, N, K, alpha, Ap, lda, B, ldb, beta, C + r0 * ldc, ldc);
   }
 }
 
@@ -104,6 +138,7 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const
 }
 
 const char* gemm_library() {
+  if (matmul_precision() == MatmulPrecision::bf16) return "amx-bf16";
 #ifdef LOOM_USE_CBLAS
   return "rows+openblas";
 #else

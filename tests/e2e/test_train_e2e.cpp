@@ -198,3 +198,27 @@ TEST(TrainE2E, Gpt2PresetTrains) {
   ss << in.rdbuf();
   EXPECT_NE(ss.str().find("preset: gpt2"), std::string::npos);
 }
+
+// run.matmul_precision=bf16 (AMX): the same run in mixed precision follows the f32 run's losses
+// to bf16's rounding and still learns; without AMX the key is refused by name.
+TEST(TrainE2E, Bf16MatmulPrecisionFollowsTheF32Run) {
+  loom::testing::TempDir tmp("loom_e2e");
+  std::string dir = tmp.str();
+  std::string cfg = small_config(dir, 30, "");
+  RunResult f32 = run_loom("train " + cfg + " --set run.dir=" + dir + "/f32");
+  ASSERT_EQ(f32.exit_code, 0) << f32.output;
+  RunResult bf16 = run_loom("train " + cfg + " --set run.dir=" + dir + "/bf16 --set run.matmul_precision=bf16");
+  if (bf16.exit_code != 0 && bf16.output.find("AMX-BF16") != std::string::npos) {
+    EXPECT_NE(bf16.output.find("run.matmul_precision"), std::string::npos) << bf16.output;
+    GTEST_SKIP() << "no AMX-BF16 here: " << bf16.output;
+  }
+  ASSERT_EQ(bf16.exit_code, 0) << bf16.output;
+  auto a = losses(dir + "/f32"), b = losses(dir + "/bf16");
+  ASSERT_EQ(a.size(), 30u);
+  ASSERT_EQ(b.size(), 30u);
+  // Same initialisation and data: the first loss differs only by the forward's rounding.
+  EXPECT_NEAR(b[1], a[1], 2e-3 * a[1]);
+  EXPECT_NE(b[1], a[1]);  // the products really were rounded to bf16
+  EXPECT_LT(b[30], 0.8 * b[1]);
+  EXPECT_NEAR(b[30], a[30], 0.05 * a[30]);
+}
