@@ -5,7 +5,7 @@
 // peaks near 85 GFLOP/s (bench/README.md). Operands stay f32 in memory (the master weights,
 // activations and gradients): each is rounded to bf16 once, while being packed into tiles.
 //
-// Loops: for each K slice (<= 512 deep, equal slices, padded to 32), pack op(A)'s rows for
+// Loops: for each K slice (<= 1024 deep, equal slices, padded to 32), pack op(A)'s rows for
 // that slice into 32-row blocks of A tiles ([32 k][2 tiles][16 rows][32 bf16]), then for each
 // 512-column chunk of op(B) pack it into 16-column panels of B tiles in AMX's pair layout
 // ([k/32][16 k-pairs][16 columns][2 bf16]), and run every 32-row block against every pair of
@@ -49,7 +49,7 @@ constexpr int64_t kTileK = 32;                        // bf16 values in a tile r
 constexpr int64_t kATile = kTileRows * kTileK;        // 512 bf16 per tile
 constexpr int64_t kBlockRows = 2 * kTileRows;         // a block of A: two tiles of rows
 constexpr int64_t kPanelCols = 16;                    // a panel of B: one tile of columns
-constexpr int64_t kChunkCols = 512;                   // columns of B packed at a time: 512 KB
+constexpr int64_t kChunkCols = 512;                   // columns of B packed at a time: <= 1 MB
 constexpr int64_t kBlockStep = 2 * kATile;            // bf16 per 32-deep step of an A block
 
 bool request_amx_state() {
@@ -213,14 +213,13 @@ void configure_tiles() {
   _tile_loadconfig(&cfg);
 }
 
-// A 32-row block times NT panels (NT = 1 or 2) over ksteps 32-deep steps: C (row stride ldc
-// floats) += the products, or = them when zero_c.
+// A 32-row block times NT panels (NT = 1 or 2) over ksteps 32-deep steps: out = in + the
+// products, or = them when zero_in (row strides ld_in, ld_out floats; out may be in).
 template <int NT>
-void block_times_panels(const bf16* a, const bf16* b, int64_t panel_stride, int64_t ksteps, float* c, int64_t ldc,
-                        bool zero_c) {
-  const int64_t cb = ldc * int64_t(sizeof(float));
-  float* c_lo = c + kTileRows * ldc;
-  if (zero_c) {
+void block_times_panels(const bf16* a, const bf16* b, int64_t panel_stride, int64_t ksteps, const float* in,
+                        int64_t ld_in, float* out, int64_t ld_out, bool zero_in) {
+  const int64_t ib = ld_in * int64_t(sizeof(float)), ob = ld_out * int64_t(sizeof(float));
+  if (zero_in) {
     _tile_zero(0);
     _tile_zero(2);
     if constexpr (NT == 2) {
@@ -228,11 +227,11 @@ void block_times_panels(const bf16* a, const bf16* b, int64_t panel_stride, int6
       _tile_zero(3);
     }
   } else {
-    _tile_loadd(0, c, cb);
-    _tile_loadd(2, c_lo, cb);
+    _tile_loadd(0, in, ib);
+    _tile_loadd(2, in + kTileRows * ld_in, ib);
     if constexpr (NT == 2) {
-      _tile_loadd(1, c + kPanelCols, cb);
-      _tile_loadd(3, c_lo + kPanelCols, cb);
+      _tile_loadd(1, in + kPanelCols, ib);
+      _tile_loadd(3, in + kTileRows * ld_in + kPanelCols, ib);
     }
   }
   for (int64_t s = 0; s < ksteps; ++s) {
@@ -247,11 +246,11 @@ void block_times_panels(const bf16* a, const bf16* b, int64_t panel_stride, int6
       _tile_dpbf16ps(3, 5, 7);
     }
   }
-  _tile_stored(0, c, cb);
-  _tile_stored(2, c_lo, cb);
+  _tile_stored(0, out, ob);
+  _tile_stored(2, out + kTileRows * ld_out, ob);
   if constexpr (NT == 2) {
-    _tile_stored(1, c + kPanelCols, cb);
-    _tile_stored(3, c_lo + kPanelCols, cb);
+    _tile_stored(1, out + kPanelCols, ob);
+    _tile_stored(3, out + kTileRows * ld_out + kPanelCols, ob);
   }
 }
 
@@ -298,20 +297,19 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, floa
           float* c = C + m0 * ldc + n0 + p * kPanelCols;
           const bf16* b = b_packed.data() + p * panel_stride;
           const bool full = rows == kBlockRows && cols == nt * kPanelCols;
-          // The block's C, or a copy of what overlaps C (zeros around it) when it overhangs.
-          float* target = c;
-          int64_t ld = ldc;
-          if (!full) {
-            target = scratch;
-            ld = 2 * kPanelCols;
-            std::memset(scratch, 0, sizeof scratch);
-            for (int64_t i = 0; i < rows; ++i) std::memcpy(scratch + i * ld, c + i * ldc, size_t(cols) * sizeof(float));
+          const bool zero_in = k0 == 0 && beta == 0.0f;
+          if (full) {
+            if (nt == 2) block_times_panels<2>(a, b, panel_stride, ksteps, c, ldc, c, ldc, zero_in);
+            else block_times_panels<1>(a, b, panel_stride, ksteps, c, ldc, c, ldc, zero_in);
+            continue;
           }
-          const bool zero_c = k0 == 0 && beta == 0.0f;
-          if (nt == 2) block_times_panels<2>(a, b, panel_stride, ksteps, target, ld, zero_c);
-          else block_times_panels<1>(a, b, panel_stride, ksteps, target, ld, zero_c);
-          if (!full)
-            for (int64_t i = 0; i < rows; ++i) std::memcpy(c + i * ldc, scratch + i * ld, size_t(cols) * sizeof(float));
+          // A block that overhangs C: through the scratch, zeros around what overlaps C.
+          const int64_t ld = 2 * kPanelCols;
+          std::memset(scratch, 0, sizeof scratch);
+          for (int64_t i = 0; i < rows; ++i) std::memcpy(scratch + i * ld, c + i * ldc, size_t(cols) * sizeof(float));
+          if (nt == 2) block_times_panels<2>(a, b, panel_stride, ksteps, scratch, ld, scratch, ld, zero_in);
+          else block_times_panels<1>(a, b, panel_stride, ksteps, scratch, ld, scratch, ld, zero_in);
+          for (int64_t i = 0; i < rows; ++i) std::memcpy(c + i * ldc, scratch + i * ld, size_t(cols) * sizeof(float));
         }
       }
     }

@@ -15,7 +15,9 @@ bool amx_bf16_available();
 // is its exact products summed in f32, in K slices of at most kBf16SliceK (added in order), so
 // the result depends on (K, the element's operands) only, never on M, N or the thread count.
 // Single-threaded; gemm() splits rows over threads. Requires amx_bf16_available().
-constexpr int64_t kBf16SliceK = 512;
+// Slices of 1024 rather than 512 made llama-small's bf16 step about 2% shorter: the K = 704
+// products become one slice, C is written once.
+constexpr int64_t kBf16SliceK = 1024;
 void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 

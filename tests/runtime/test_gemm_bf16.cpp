@@ -1,7 +1,7 @@
 // test_gemm_bf16.cpp: cpu/gemm_bf16.cpp (AMX) against an f64 loop over the bf16-rounded
 // operands, on the edges its loops split on: 16-row tiles and 32-row blocks (M around 16 and
 // 32), 16-column panels, panel pairs and 512-column chunks (N around 16, 32 and 512), 32-deep
-// steps and 512-deep K slices (K around 32 and 512, 3 slices); all four storage combinations of
+// steps and 1024-deep K slices (K around 32 and 1024, 3 slices); all four storage combinations of
 // A and B, alpha and beta, leading dimensions wider than the matrices, beta = 0 never reading C.
 // Then gemm() at matmul precision bf16: the same bits at 1 and 3 threads, and the rounding is
 // really bf16 (an f32 product differs by far more than f32 sums would).
@@ -98,8 +98,8 @@ TEST(GemmBf16, ChunksSlicesAndTrainingShapes) {
   for (bool ta : {false, true})
     for (bool tb : {false, true}) {
       check({40, 530, 64, ta, tb});    // a second 512-column chunk of 18 columns
-      check({20, 48, 513, ta, tb});    // two K slices of 257 (9 steps, the last padded)
-      check({35, 40, 1100, ta, tb});   // three K slices
+      check({20, 48, 1025, ta, tb});   // two K slices of 513 (17 steps, the last padded)
+      check({35, 40, 2100, ta, tb});   // three K slices
       check({64, 96, 256, ta, tb});    // whole blocks, panel pairs and one slice
     }
 }
@@ -111,7 +111,7 @@ TEST(GemmBf16, AlphaAndBetaApplyOnceOverSlices) {
       for (float alpha : {1.0f, 0.25f, -2.0f})
         for (float beta : {0.0f, 1.0f, -0.5f}) {
           check({13, 40, 9, ta, tb, alpha, beta});
-          check({37, 17, 600, ta, tb, alpha, beta});
+          check({37, 17, 1500, ta, tb, alpha, beta});
         }
 }
 
