@@ -11,8 +11,10 @@ alternately; this file keeps the two models equal (same parameter count, same FL
 Run:  python bench/torch_model.py --preset llama --vocab 4096 --d 128 --layers 4 --heads 4 \
           --seq 128 --batch 16 --steps 10 --warmup 3 --threads 1 [--adamw fused|foreach|forloop]
       python bench/torch_model.py ... --probe-adamw   # times each AdamW implementation, prints JSON
+      python bench/torch_model.py ... --precision autocast|medium   # bf16 matmuls (see PRECISIONS)
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -157,15 +159,46 @@ def make_optimizer(model, impl):
     return torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, **kw)
 
 
-def gemm_peak_flops(seconds=0.3, n=512):
-    """torch.mm's best rate on a square 512 product (what runtime::cpu::measured_gemm_peak_flops does)."""
+# bf16 compute with f32 master weights, PyTorch's two ways (Loom's is --matmul-precision bf16).
+# Both reach oneDNN's AMX kernels on CPUs that have them (ONEDNN_VERBOSE=1 shows brg_matmul:..._amx).
+PRECISIONS = {
+    "f32": "f32 everywhere (MKL sgemm)",
+    "autocast": "torch.autocast('cpu', dtype=torch.bfloat16) around forward and loss: bf16 activations",
+    "medium": "torch.set_float32_matmul_precision('medium'): f32 tensors, oneDNN matmuls in bf16",
+}
+
+
+def precision_context(mode):
+    """Sets the mode's global switch; returns the context manager forward and loss run in."""
+    if mode == "medium":
+        torch.set_float32_matmul_precision("medium")
+    if mode == "autocast":
+        return lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def matmul_rel_err(ctx):
+    """Relative error of a 256^3 product under the mode against f64: ~1e-7 in f32, ~1e-3 in bf16
+    (proof that the mode is active)."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(256, 256, generator=g), torch.randn(256, 256, generator=g)
+    with ctx():
+        out = (a @ b).double()
+    ref = a.double() @ b.double()
+    return ((out - ref).norm() / ref.norm()).item()
+
+
+def gemm_peak_flops(ctx=contextlib.nullcontext, seconds=0.3, n=512):
+    """torch.mm's best rate on a square 512 product under the precision mode (what
+    runtime::cpu::measured_gemm_peak_flops does at Loom's matmul precision)."""
     a, b = torch.ones(n, n), torch.full((n, n), 0.5)
-    torch.mm(a, b)
-    best, start = 0.0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
+    with ctx():
         torch.mm(a, b)
-        best = max(best, 2.0 * n ** 3 / (time.perf_counter() - t0))
+        best, start = 0.0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            best = max(best, 2.0 * n ** 3 / (time.perf_counter() - t0))
     return best
 
 
@@ -221,6 +254,8 @@ def main():
     ap.add_argument("--adamw", choices=["fused", "foreach", "forloop"], default="fused")
     ap.add_argument("--probe-adamw", action="store_true")
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N] (TF32 off, like Loom's full-FP32 cuBLAS)")
+    ap.add_argument("--precision", choices=list(PRECISIONS), default="f32",
+                    help="; ".join(f"{k}: {v}" for k, v in PRECISIONS.items()))
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
 
@@ -231,7 +266,11 @@ def main():
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     c = Config(a.preset, a.vocab, a.d, a.layers, a.heads, a.kv_heads, a.seq)
-    peak = device_gemm_peak_flops(device) if on_gpu else gemm_peak_flops()
+    if on_gpu and a.precision != "f32":
+        raise SystemExit("--precision: only f32 on a GPU here")
+    amp = precision_context(a.precision)
+    rel_err = matmul_rel_err(amp)
+    peak = device_gemm_peak_flops(device) if on_gpu else gemm_peak_flops(amp)
     model = TransformerLM(c, a.seed).to(device)
     n_params = sum(p.numel() for p in model.parameters())  # tied weights counted once
     assert n_params == c.num_parameters(), f"PyTorch model has {n_params} parameters, Loom's formula {c.num_parameters()}"
@@ -245,8 +284,9 @@ def main():
     for s in range(a.warmup + a.steps):
         x, y = data[s % 4]
         t0 = time.perf_counter()
-        logits = model(x)
-        loss = F.cross_entropy(logits.view(-1, c.vocab), y)
+        with amp():
+            logits = model(x)
+            loss = F.cross_entropy(logits.view(-1, c.vocab), y)
         lv = loss.item()
         loss.backward()
         opt.step()
@@ -272,14 +312,14 @@ def main():
         "flops_per_token": fpt, "achieved_gflops": fpt * tokens / med / 1e9, "gemm_peak_gflops": peak / 1e9,
         "mfu": fpt * tokens / med / peak, "peak_rss_mb": peak_rss_mb(), "rss_after_import_mb": RSS_AFTER_IMPORT_MB,
         "gemm_library": "cublas" if on_gpu else ("mkl" if torch.backends.mkl.is_available() else "other"),
-        "torch_version": torch.__version__,
+        "torch_version": torch.__version__, "precision": a.precision, "matmul_rel_err": rel_err,
         "first_loss": losses[0], "last_loss": losses[-1],
     }
     if a.json:
         print(json.dumps(out))
     else:
         print(f"pytorch {a.preset} V{a.vocab} d{a.d} L{a.layers} H{a.heads} T{a.seq} B{a.batch}, {a.threads} thread(s), "
-              f"{n_params} params, AdamW {a.adamw}")
+              f"{n_params} params, AdamW {a.adamw}, precision {a.precision} (matmul rel. error {rel_err:.1e})")
         print(f"median step {med * 1e3:.1f} ms, {out['tokens_per_s']:.0f} tok/s, {out['achieved_gflops']:.2f} GFLOP/s "
               f"of {peak / 1e9:.2f} GEMM peak = MFU {100 * out['mfu']:.1f}%, peak RSS {out['peak_rss_mb']:.0f} MB, "
               f"loss {losses[0]:.4f} -> {losses[-1]:.4f}")

@@ -79,7 +79,17 @@ namespace {
 // in the thousands, and for few rows: each row panel packs all of B, so at 128 rows per
 // thread (GPT-2 124M's 256 tokens on 2 threads) the packing made the step 4% slower. The
 // choice depends on the shape only, never on the thread count (see gemm()).
-bool use_gemm_rows(bool ta, int64_t M, int64_t K) { return !ta && K <= kGemmRowsMaxK && M >= 512; }
+// gemm_rows' micro-kernel is 8 lanes wide (AVX2; it was chosen on an AVX2-only AMD EPYC). Where
+// the CPU has AVX-512, OpenBLAS runs its 16-lane SkylakeX kernels: on an AVX-512 Xeon they were
+// 1.25-1.5x faster than gemm_rows on every training shape with cold operands, and the
+// llama-small step was 14% shorter (bench/README.md), so there gemm_rows is not used.
+bool cpu_has_avx512() {
+  static const bool has = __builtin_cpu_supports("avx512f");
+  return has;
+}
+bool use_gemm_rows(bool ta, int64_t M, int64_t K) {
+  return !cpu_has_avx512() && !ta && K <= kGemmRowsMaxK && M >= 512;
+}
 
 // The path of one product: kBf16 (AMX) at bf16 precision; at f32, gemm_rows or the library.
 enum class Path { kRows, kLibrary, kBf16 };
