@@ -11,7 +11,12 @@ MFU = achieved FLOP/s / GEMM peak, where the peak is the best square-512 f32 GEM
 process (Loom's OpenBLAS or PyTorch's MKL) measured at that thread count in this run, so both
 frameworks are divided by the same machine number. FLOPs per token: see bench/README.md.
 
+With --precision bf16 both compute their products in bf16 with f32 master weights: Loom with
+--matmul-precision bf16 (AMX), PyTorch with autocast or float32 matmul precision "medium"
+(oneDNN, AMX), whichever is faster; MFU is then against the bf16 GEMM rate measured in the run.
+
 Run:  python bench/compare_torch.py [--quick] [--configs llama-tiny,...] [--threads 1,2]
+                                    [--precision f32|bf16]
                                     [--loom-bin build-bench/bench/bench_train] [--update-readme]
       python bench/compare_torch.py --from-json bench/results/<file>.json [--update-readme]
 Writes bench/results/<date>-<shortcommit>[-quick].json and prints a Markdown table.
@@ -48,6 +53,17 @@ LOOM_SETTINGS = {"default": {}, "passive": {"OMP_WAIT_POLICY": "PASSIVE"}, "acti
 TORCH_SETTINGS = {"default": {}, "passive": {"OMP_WAIT_POLICY": "PASSIVE"}, "active": {"OMP_WAIT_POLICY": "ACTIVE"},
                   "spin10k": {"GOMP_SPINCOUNT": "10000"}}
 ONE_THREAD_SETTINGS = ("default", "passive")
+# At bf16, PyTorch's two bf16 modes (torch_model.py --precision), each with and without PASSIVE.
+TORCH_BF16_SETTINGS = {"autocast": ("autocast", {}), "autocast-passive": ("autocast", {"OMP_WAIT_POLICY": "PASSIVE"}),
+                       "medium": ("medium", {}), "medium-passive": ("medium", {"OMP_WAIT_POLICY": "PASSIVE"})}
+ONE_THREAD_BF16_SETTINGS = ("default", "passive", "autocast", "medium")
+
+
+def torch_settings(precision):
+    """name -> (torch_model.py --precision, environment) for one precision."""
+    if precision == "bf16":
+        return TORCH_BF16_SETTINGS
+    return {k: ("f32", v) for k, v in TORCH_SETTINGS.items()}
 
 
 def sh(cmd):
@@ -67,7 +83,8 @@ def machine_description(loom_bin):
     return {
         "cpu_model": field("Model name"), "cpus": field("CPU(s)"), "cores_per_socket": field("Core(s) per socket"),
         "threads_per_core": field("Thread(s) per core"), "sockets": field("Socket(s)"), "hypervisor": field("Hypervisor vendor"),
-        "cpu_flags_avx512": "avx512f" in field("Flags"), "memory_gib": round(mem_kb / 2**20, 1),
+        "cpu_flags_avx512": "avx512f" in field("Flags"), "cpu_flags_amx_bf16": "amx_bf16" in field("Flags"),
+        "memory_gib": round(mem_kb / 2**20, 1),
         "kernel": platform.release(), "python": platform.python_version(), "torch": torch_info,
         "loom_commit": sh(f"git -C {ROOT} rev-parse HEAD"),
         # Uncommitted changes to the code bench_train was built from (bench/ itself excluded).
@@ -89,11 +106,12 @@ def run_one(framework, cfg, threads, setting, warmup, steps, args, adamw):
              str(cfg["layers"]), "--heads", str(cfg["heads"]), "--seq", str(cfg["seq"]), "--batch", str(cfg["batch"]),
              "--steps", str(steps), "--warmup", str(warmup), "--threads", str(threads), "--json"]
     if framework == "loom":
-        cmd = [args.loom_bin] + shape
+        cmd = [args.loom_bin] + shape + ["--matmul-precision", args.precision]
         env = clean_env({"OMP_NUM_THREADS": str(threads), **LOOM_SETTINGS[setting]})
     else:
-        cmd = [sys.executable, os.path.join(HERE, "torch_model.py"), "--adamw", adamw] + shape
-        env = clean_env(TORCH_SETTINGS[setting])  # torch.set_num_threads(n) inside
+        mode, extra = torch_settings(args.precision)[setting]
+        cmd = [sys.executable, os.path.join(HERE, "torch_model.py"), "--adamw", adamw, "--precision", mode] + shape
+        env = clean_env(extra)  # torch.set_num_threads(n) inside
     t0 = time.time()
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
     if p.returncode != 0:
@@ -171,6 +189,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--configs", default=",".join(c["name"] for c in CONFIGS))
     ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--precision", choices=["f32", "bf16"], default="f32",
+                    help="bf16: Loom's matmul precision bf16 against PyTorch's bf16 modes (needs AMX-BF16)")
     ap.add_argument("--steps", default=None, metavar="W,N",
                     help="warm-up and timed steps per process for every config (default: each config's own)")
     ap.add_argument("--multi-thread-settings", default=None, metavar="S1,S2",
@@ -207,9 +227,10 @@ def main():
             warmup, steps = (int(x) for x in args.steps.split(","))
         multi = args.multi_thread_settings.split(",") if args.multi_thread_settings else None
         for n in thread_counts:
-            keep = lambda s: (s in ONE_THREAD_SETTINGS) if n == 1 else (multi is None or s in multi)
+            one = ONE_THREAD_BF16_SETTINGS if args.precision == "bf16" else ONE_THREAD_SETTINGS
+            keep = lambda s: (s in one) if n == 1 else (multi is None or s in multi)
             lset = [s for s in LOOM_SETTINGS if keep(s)]
-            tset = [s for s in TORCH_SETTINGS if keep(s)]
+            tset = [s for s in torch_settings(args.precision) if keep(s)]
             adamw, adamw_times = probe_adamw(cfg, n)
             print(f"{cfg['name']} x {n} thread(s): PyTorch AdamW {adamw} "
                   f"({', '.join(f'{k} {v * 1e3:.1f} ms' for k, v in adamw_times.items())})", flush=True)
@@ -256,10 +277,11 @@ def main():
 
     machine["loadavg_end"] = os.getloadavg()
     commit = machine["loom_commit"][:7] or "nocommit"
-    out = args.out or os.path.join(HERE, "results", f"{started:%Y-%m-%d}-{commit}{'-quick' if args.quick else ''}.json")
+    tag = ("-bf16" if args.precision == "bf16" else "") + ("-quick" if args.quick else "")
+    out = args.out or os.path.join(HERE, "results", f"{started:%Y-%m-%d}-{commit}{tag}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     doc = {"started": started.isoformat(timespec="seconds"), "finished": datetime.datetime.now().isoformat(timespec="seconds"),
-           "quick": args.quick, "machine": machine, "machine_gemm_peak_gflops": peak, "results": results}
+           "quick": args.quick, "precision": args.precision, "machine": machine, "machine_gemm_peak_gflops": peak, "results": results}
     with open(out, "w") as f:
         json.dump(doc, f, indent=1)
 
@@ -274,7 +296,10 @@ def render(doc, out, update_readme):
                         if f"{e['rounds']} round(s) x ({e['warmup']} warm-up + {e['steps']} timed steps)" == r}))
                         for r in runs)
     load0, load1 = machine["loadavg_start"][0], machine.get("loadavg_end", [float("nan")])[0]
-    note = (f"Measured {doc['started'][:10]} at Loom {machine['loom_commit'][:9]}"
+    precision = doc.get("precision", "f32")
+    what = ("bf16 products with f32 master weights (Loom --matmul-precision bf16; PyTorch autocast or matmul "
+            "precision medium). " if precision == "bf16" else "")
+    note = (f"{what}Measured {doc['started'][:10]} at Loom {machine['loom_commit'][:9]}"
             f"{' (plus uncommitted changes in runtime/, models/ or optim/)' if machine.get('loom_tree_changes') else ''} on "
             f"{machine['cpu_model']} ({machine['cpus']} CPUs, {machine['memory_gib']} GiB), PyTorch "
             f"{machine['torch'].get('version')}; {per_cfg}. Load average {load0:.2f} at start, {load1:.2f} at end"
@@ -286,9 +311,12 @@ def render(doc, out, update_readme):
     if update_readme:
         path = os.path.join(HERE, "README.md")
         text = open(path).read()
-        block = (f"<!-- results:begin -->\n{note}\n\n{table}\n\nEvery setting tried (median of all timed steps; "
-                 f"per-round medians):\n\n{settings_table(results)}\n<!-- results:end -->")
-        text = re.sub(r"<!-- results:begin -->.*<!-- results:end -->", lambda _: block, text, flags=re.S)
+        marker = "results-bf16" if precision == "bf16" else "results"
+        block = (f"<!-- {marker}:begin -->\n{note}\n\n{table}\n\nEvery setting tried (median of all timed steps; "
+                 f"per-round medians):\n\n{settings_table(results)}\n<!-- {marker}:end -->")
+        if f"<!-- {marker}:begin -->" not in text:
+            sys.exit(f"compare_torch: bench/README.md has no <!-- {marker}:begin --> ... <!-- {marker}:end --> block")
+        text = re.sub(rf"<!-- {marker}:begin -->.*<!-- {marker}:end -->", lambda _: block, text, flags=re.S)
         open(path, "w").write(text)
         print(f"updated {os.path.relpath(path, ROOT)}")
     print(f"wrote {os.path.relpath(out, ROOT)}")
