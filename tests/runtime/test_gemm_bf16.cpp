@@ -116,33 +116,35 @@ TEST(GemmBf16, AlphaAndBetaApplyOnceOverSlices) {
 }
 
 // Through gemm() at bf16: the path is taken (results differ from f32 by bf16's rounding, far
-// beyond f32 sums), and rows split over threads give the same bits as one thread.
+// beyond f32 sums), and rows split over threads give the same bits as one thread; for the
+// forward's shape (B transposed) and the weight gradient's (A transposed, long K).
 TEST(GemmBf16, GemmAtBf16PrecisionIsThreadCountInvariantAndRoundsToBf16) {
   SKIP_WITHOUT_AMX();
-  const Case c{300, 200, 700, false, true};
-  Operands o = make_operands(c);
-  auto run = [&](MatmulPrecision precision, int threads) {
-    std::vector<float> out(size_t(c.M * c.N));
-    const int saved = omp_get_max_threads();
-    omp_set_num_threads(threads);
-    set_matmul_precision(precision);
-    gemm(c.trans_a, c.trans_b, c.M, c.N, c.K, 1.0f, o.A.data(), o.lda, o.B.data(), o.ldb, 0.0f, out.data(), c.N);
-    set_matmul_precision(MatmulPrecision::f32);
-    omp_set_num_threads(saved);
-    return out;
-  };
-  const std::vector<float> one = run(MatmulPrecision::bf16, 1), three = run(MatmulPrecision::bf16, 3);
-  const std::vector<float> f32 = run(MatmulPrecision::f32, 1);
-  EXPECT_EQ(std::string(gemm_library()).find("amx"), std::string::npos);  // back at f32
-  double max_rel = 0;
-  for (size_t i = 0; i < one.size(); ++i) {
-    ASSERT_EQ(one[i], three[i]) << "element " << i;
-    max_rel = std::max(max_rel, std::abs(double(one[i]) - f32[i]) / (std::abs(double(f32[i])) + 1.0));
+  for (const Case& c : {Case{300, 200, 700, false, true}, Case{200, 96, 1500, true, false}}) {
+    Operands o = make_operands(c);
+    auto run = [&](MatmulPrecision precision, int threads) {
+      std::vector<float> out(size_t(c.M * c.N));
+      const int saved = omp_get_max_threads();
+      omp_set_num_threads(threads);
+      set_matmul_precision(precision);
+      gemm(c.trans_a, c.trans_b, c.M, c.N, c.K, 1.0f, o.A.data(), o.lda, o.B.data(), o.ldb, 0.0f, out.data(), c.N);
+      set_matmul_precision(MatmulPrecision::f32);
+      omp_set_num_threads(saved);
+      return out;
+    };
+    const std::vector<float> one = run(MatmulPrecision::bf16, 1), three = run(MatmulPrecision::bf16, 3);
+    const std::vector<float> f32 = run(MatmulPrecision::f32, 1);
+    EXPECT_EQ(std::string(gemm_library()).find("amx"), std::string::npos);  // back at f32
+    double max_rel = 0;
+    for (size_t i = 0; i < one.size(); ++i) {
+      ASSERT_EQ(one[i], three[i]) << "element " << i << " of " << c.M << "x" << c.N << "x" << c.K;
+      max_rel = std::max(max_rel, std::abs(double(one[i]) - f32[i]) / (std::abs(double(f32[i])) + 1.0));
+    }
+    // bf16 keeps 8 significant bits: products of K = 700..1500 unit normals differ from f32 by
+    // about sqrt(K) * 2^-8 relative to a term; f32 sums would stay below 1e-4.
+    EXPECT_GT(max_rel, 1e-3);
+    EXPECT_LT(max_rel, 0.5);
   }
-  // bf16 keeps 8 significant bits: products of K = 700 unit normals differ from f32 by about
-  // sqrt(K) * 2^-8 relative to a term; f32 sums would stay below 1e-4.
-  EXPECT_GT(max_rel, 1e-3);
-  EXPECT_LT(max_rel, 0.5);
 }
 
 TEST(GemmBf16, PrecisionNamesAndErrors) {
