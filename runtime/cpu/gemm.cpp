@@ -1,9 +1,9 @@
 // cpu/gemm.cpp: the one place that picks the f32 GEMM path, and the batched matmul kernel.
-// Row-major A with K <= 768 (a layer's activations times a weight): cpu/gemm_rows.cpp; every
-// other product (A transposed: the weight gradients; long K): CBLAS (OpenBLAS) when built with
-// it, else Eigen. At matmul precision bf16 every f32 product takes cpu/gemm_bf16.cpp (AMX).
-// A matrix operand may be stored row-major or transposed (a transpose view),
-// so transposes never copy.
+// On CPUs without AVX-512, row-major A with K <= 768 (a layer's activations times a weight):
+// cpu/gemm_rows.cpp; every other product (A transposed: the weight gradients; long K; and all
+// of them with AVX-512): CBLAS (OpenBLAS) when built with it, else Eigen. At matmul precision
+// bf16 every f32 product takes cpu/gemm_bf16.cpp (AMX). A matrix operand may be stored
+// row-major or transposed (a transpose view), so transposes never copy.
 #include "runtime/cpu/gemm.h"
 
 #include <omp.h>
