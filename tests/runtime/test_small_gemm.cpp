@@ -50,9 +50,12 @@ template <class T> void check_against_naive(int64_t M, int64_t N, int64_t K, boo
 
 }  // namespace
 
+// Column blocks of 2 and 1 vectors, the half-width block (16-lane builds) and scalar tails,
+// for either vector width: N = 24, 40, 48, 56 reach the half-width and one-vector blocks after
+// whole pairs of 16-float vectors.
 TEST(SmallGemm, MatchesNaiveProductForEveryTileRemainder) {
   for (int64_t M : {1, 2, 3, 4, 5, 6, 7, 11, 12, 13})
-    for (int64_t N : {1, 5, 8, 13, 16, 21, 32, 37})
+    for (int64_t N : {1, 5, 8, 13, 16, 21, 24, 32, 37, 40, 48, 56})
       for (int64_t K : {1, 5, 32}) {
         check_against_naive<float>(M, N, K, false, 0.0f);
         check_against_naive<float>(M, N, K, true, 1.0f);
