@@ -119,10 +119,14 @@ constexpr int64_t kPanelRows = 64;  // smallest row panel worth a thread of its 
 // OpenBLAS thread one call, which leaves N = K = 128 products on one thread. The path is chosen
 // from the whole product's shape and every element is the same dot product over the same K
 // whichever panel holds its row, so the result does not depend on the thread count.
+// Each panel packs all of the other operand, so when B is much wider than A has rows (N >= 2 M:
+// GPT-2 124M's LM head, 256 rows x 50257 columns) the panels are column panels instead: its
+// 2-thread step was 4.6% shorter (963-969 -> 920-923 ms), llama-small's unchanged.
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   const int64_t threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-  const int64_t panels = std::min(threads, M / kPanelRows);
+  const bool by_cols = N >= 2 * M;  // see above: then B is the operand worth splitting
+  const int64_t panels = std::min(threads, (by_cols ? N : M) / kPanelRows);
   const Path path = choose_path(ta, M, K);
   if (panels <= 1 || 2.0 * double(M) * double(N) * double(K) < 4e6) {
     sgemm_one(path, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
@@ -131,9 +135,17 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
 #pragma omp parallel num_threads(int(panels))
   {
     const int64_t t = omp_get_thread_num();
-    const int64_t r0 = M * t / panels / 16 * 16, r1 = t + 1 == panels ? M : M * (t + 1) / panels / 16 * 16;
-    const float* Ap = ta ? A + r0 : A + r0 * lda;  // A^T stored [K, M]: its rows start at column r0
-    if (r1 > r0) sgemm_one(path, ta, tb, r1 - r0, N, K, alpha, Ap, lda, B, ldb, beta, C + r0 * ldc, ldc);
+    const int64_t D = by_cols ? N : M;
+    const int64_t r0 = D * t / panels / 16 * 16, r1 = t + 1 == panels ? D : D * (t + 1) / panels / 16 * 16;
+    if (r1 > r0) {
+      if (by_cols) {
+        const float* Bp = tb ? B + r0 * ldb : B + r0;
+        sgemm_one(path, ta, tb, M, r1 - r0, K, alpha, A, lda, Bp, ldb, beta, C + r0, ldc);
+      } else {
+        const float* Ap = ta ? A + r0 : A + r0 * lda;  // A^T stored [K, M]: its rows start at column r0
+        sgemm_one(path, ta, tb, r1 - r0, N, K, alpha, Ap, lda, B, ldb, beta, C + r0 * ldc, ldc);
+      }
+    }
   }
 }
 
