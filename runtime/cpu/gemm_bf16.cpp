@@ -1,12 +1,14 @@
 // cpu/gemm_bf16.cpp: f32 GEMM with bf16 products on Intel AMX, f32 sums in the tiles.
 //
 // Why: an AMX core multiplies 16 x 32 bf16 by 32 x 16 bf16 into 16 x 16 f32 per TDPBF16PS,
-// measured here at about 2.4 TFLOP/s per core on registers alone, where the f32 AVX-512 GEMM
-// peaks near 85 GFLOP/s (bench/README.md). Operands stay f32 in memory (the master weights,
-// activations and gradients): each is rounded to bf16 once, while being packed into tiles.
+// measured at about 2.4 TFLOP/s per core on registers alone, on a Xeon whose f32 GEMM
+// (AVX-512, OpenBLAS or MKL) peaks at 145-170 GFLOP/s (bench/README.md). Operands stay f32 in
+// memory (the master weights, activations and gradients): each is rounded to bf16 once, while
+// being packed into tiles.
 //
 // Loops: for each K slice (<= 1024 deep, equal slices, padded to 32), pack op(A)'s rows for
-// that slice into 32-row blocks of A tiles ([32 k][2 tiles][16 rows][32 bf16]), then for each
+// that slice into 32-row blocks of A tiles ([k/32][2 tiles][16 rows][32 bf16]; transposed A by
+// streaming its stored rows in pairs, then transposing 16 x 16 units in cache), then for each
 // 512-column chunk of op(B) pack it into 16-column panels of B tiles in AMX's pair layout
 // ([k/32][16 k-pairs][16 columns][2 bf16]), and run every 32-row block against every pair of
 // panels: 2 A tiles x 2 B tiles into 4 C tiles (all 8 tile registers), which start from zero
