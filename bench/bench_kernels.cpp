@@ -53,7 +53,6 @@ void training_products_f32_vs_bf16(double f32_peak) {
       {"lm head dX (dY W)", false, false, 2048, 256, 8192},   {"lm head dW (dY^T X)", true, false, 8192, 256, 2048},
       {"qkv dW (dY^T X)", true, false, 768, 256, 2048},       {"mlp down dX", false, false, 2048, 704, 256}};
   std::printf("%-22s %6s %6s %6s  %10s %10s %7s\n", "product", "M", "N", "K", "f32 GF/s", "bf16 GF/s", "ratio");
-  double bf16_peak = 0;
   for (const Product& p : products) {
     std::vector<float> a(size_t(p.M * p.K), 0.5f), b(size_t(p.K * p.N), 0.25f), c(size_t(p.M * p.N));
     double rate[2];
@@ -66,7 +65,6 @@ void training_products_f32_vs_bf16(double f32_peak) {
       rate[precision == cpu::MatmulPrecision::bf16] = 2.0 * double(p.M) * double(p.N) * double(p.K) / t / 1e9;
     }
     cpu::set_matmul_precision(cpu::MatmulPrecision::f32);
-    bf16_peak = std::max(bf16_peak, rate[1]);
     std::printf("%-22s %6lld %6lld %6lld  %10.1f %10.1f %6.2fx\n", p.what, (long long)p.M, (long long)p.N,
                 (long long)p.K, rate[0], rate[1], rate[1] / rate[0]);
   }
