@@ -2,7 +2,9 @@
 // 256..2048 and GB/s (or GFLOP/s) of softmax, RMSNorm and attention forward/backward, each
 // beside this machine's measured peaks: the best GEMM rate seen and a STREAM-style triad
 // bandwidth; then the products of a llama-small training step (B*T = 2048 tokens) at matmul
-// precision f32 and bf16 (AMX), side by side. Run: build/bench/bench_kernels [--quick]
+// precision f32 and bf16 (AMX), side by side; and on AVX-512 CPUs the step's products (and
+// GPT-2 124M's widest) with cold operands, Loom's AVX-512 GEMM against the GEMM library (CBLAS).
+// Run: build/bench/bench_kernels [--quick]
 #include <omp.h>
 
 #include <algorithm>
@@ -13,8 +15,13 @@
 #include <vector>
 
 #include "runtime/cpu/gemm.h"
+#include "runtime/cpu/gemm_avx512.h"
 #include "runtime/cpu/gemm_bf16.h"
 #include "runtime/ops.h"
+
+#ifdef LOOM_USE_CBLAS
+#include <cblas.h>
+#endif
 
 using namespace loom::runtime;
 
@@ -43,17 +50,23 @@ double triad_gbps() {
   return 3.0 * 4.0 * double(n) / t / 1e9;
 }
 
-// llama-small's step products (d 256, MLP 704, vocab 8192, 2048 tokens) through cpu::gemm() at
-// both precisions: (trans_a, trans_b, M, N, K) as the step calls them.
+// llama-small's step products (d 256, MLP 704, vocab 8192, 2048 tokens): (trans_a, trans_b, M,
+// N, K) as the step calls them.
+struct Product {
+  const char* what;
+  bool ta, tb;
+  int64_t M, N, K;
+};
+const Product kStepProducts[] = {
+    {"qkv fwd (x W^T)", false, true, 2048, 768, 256},       {"mlp up fwd", false, true, 2048, 704, 256},
+    {"mlp down fwd", false, true, 2048, 256, 704},          {"lm head fwd", false, true, 2048, 8192, 256},
+    {"lm head dX (dY W)", false, false, 2048, 256, 8192},   {"lm head dW (dY^T X)", true, false, 8192, 256, 2048},
+    {"qkv dW (dY^T X)", true, false, 768, 256, 2048},       {"mlp down dX", false, false, 2048, 704, 256}};
+
+// The step's products through cpu::gemm() at both precisions.
 void training_products_f32_vs_bf16(double f32_peak) {
-  struct Product { const char* what; bool ta, tb; int64_t M, N, K; };
-  const Product products[] = {
-      {"qkv fwd (x W^T)", false, true, 2048, 768, 256},       {"mlp up fwd", false, true, 2048, 704, 256},
-      {"mlp down fwd", false, true, 2048, 256, 704},          {"lm head fwd", false, true, 2048, 8192, 256},
-      {"lm head dX (dY W)", false, false, 2048, 256, 8192},   {"lm head dW (dY^T X)", true, false, 8192, 256, 2048},
-      {"qkv dW (dY^T X)", true, false, 768, 256, 2048},       {"mlp down dX", false, false, 2048, 704, 256}};
   std::printf("%-22s %6s %6s %6s  %10s %10s %7s\n", "product", "M", "N", "K", "f32 GF/s", "bf16 GF/s", "ratio");
-  for (const Product& p : products) {
+  for (const Product& p : kStepProducts) {
     std::vector<float> a(size_t(p.M * p.K), 0.5f), b(size_t(p.K * p.N), 0.25f), c(size_t(p.M * p.N));
     double rate[2];
     for (cpu::MatmulPrecision precision : {cpu::MatmulPrecision::f32, cpu::MatmulPrecision::bf16}) {
@@ -73,6 +86,61 @@ void training_products_f32_vs_bf16(double f32_peak) {
   cpu::set_matmul_precision(cpu::MatmulPrecision::f32);
   std::printf("bf16 square-512 rate %.1f GFLOP/s (%.1fx the f32 GEMM peak %.1f)\n", square, square / f32_peak, f32_peak);
 }
+
+#ifdef LOOM_USE_CBLAS
+// Each product (one thread) with cold operands, as in the training step: four operand sets in
+// turn, and 64 MB read between timings to push them out of L2. Best of 3, both codes alternated.
+void avx512_vs_library_cold() {
+  std::vector<Product> products(std::begin(kStepProducts), std::end(kStepProducts));
+  products.push_back({"124M lm head fwd", false, true, 256, 50257, 768});
+  products.push_back({"124M lm head dX", false, false, 256, 768, 50257});
+  products.push_back({"124M mlp up dW", true, false, 3072, 768, 256});
+  std::printf("\n%-22s %6s %6s %6s  %10s %10s %7s   (1 thread, cold operands)\n", "product", "M", "N", "K",
+              "CBLAS", "avx512", "ratio");
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  std::vector<float> flush(size_t(16) << 20, 1.0f);
+  double sum[2] = {0, 0};
+  for (const Product& p : products) {
+    const int ring = 4;
+    std::vector<std::vector<float>> a(ring), b(ring), c(ring);
+    for (int i = 0; i < ring; ++i) {
+      a[size_t(i)].assign(size_t(p.M * p.K), 0.5f + 0.01f * float(i));
+      b[size_t(i)].assign(size_t(p.K * p.N), 0.25f);
+      c[size_t(i)].assign(size_t(p.M * p.N), 0.0f);
+    }
+    const int64_t lda = p.ta ? p.M : p.K, ldb = p.tb ? p.K : p.N;
+    double best[2] = {1e30, 1e30};
+    volatile float sink = 0;
+    for (int rep = 0; rep < 3; ++rep)
+      for (int code = 0; code < 2; ++code) {
+        float s = 0;
+        for (size_t i = 0; i < flush.size(); i += 16) s += flush[i];
+        sink = sink + s;
+        auto t0 = std::chrono::steady_clock::now();
+        for (int i = 0; i < ring; ++i) {
+          const float* A = a[size_t(i)].data();
+          const float* B = b[size_t(i)].data();
+          float* C = c[size_t(i)].data();
+          if (code == 0)
+            cblas_sgemm(CblasRowMajor, p.ta ? CblasTrans : CblasNoTrans, p.tb ? CblasTrans : CblasNoTrans, int(p.M),
+                        int(p.N), int(p.K), 1.0f, A, int(lda), B, int(ldb), 0.0f, C, int(p.N));
+          else
+            cpu::gemm_avx512(p.ta, p.tb, p.M, p.N, p.K, 1.0f, A, lda, B, ldb, 0.0f, C, p.N);
+        }
+        const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / ring;
+        best[code] = std::min(best[code], t);
+      }
+    const double flops = 2.0 * double(p.M) * double(p.N) * double(p.K);
+    sum[0] += best[0];
+    sum[1] += best[1];
+    std::printf("%-22s %6lld %6lld %6lld  %10.1f %10.1f %6.2fx\n", p.what, (long long)p.M, (long long)p.N,
+                (long long)p.K, flops / best[0] / 1e9, flops / best[1] / 1e9, best[0] / best[1]);
+  }
+  std::printf("all products: CBLAS %.1f ms, avx512 %.1f ms (%.2fx)\n", sum[0] * 1e3, sum[1] * 1e3, sum[0] / sum[1]);
+  omp_set_num_threads(saved);
+}
+#endif
 
 }  // namespace
 
@@ -150,5 +218,8 @@ int main(int argc, char** argv) {
     std::printf("%-34s %10.1f GFLOP/s (measured GEMM peak)\n", "GEMM peak", gemm_peak);
     if (cpu::amx_bf16_available()) training_products_f32_vs_bf16(gemm_peak);
   }
+#ifdef LOOM_USE_CBLAS
+  if (cpu::avx512_gemm_available()) avx512_vs_library_cold();
+#endif
   return 0;
 }

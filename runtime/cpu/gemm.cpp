@@ -1,9 +1,11 @@
 // cpu/gemm.cpp: the one place that picks the f32 GEMM path, and the batched matmul kernel.
-// On CPUs without AVX-512, row-major A with K <= 768 (a layer's activations times a weight):
-// cpu/gemm_rows.cpp; every other product (A transposed: the weight gradients; long K; and all
-// of them with AVX-512): CBLAS (OpenBLAS) when built with it, else Eigen. At matmul precision
-// bf16 every f32 product takes cpu/gemm_bf16.cpp (AMX). A matrix operand may be stored
-// row-major or transposed (a transpose view), so transposes never copy.
+// At matmul precision f32: on CPUs with AVX-512, cpu/gemm_avx512.cpp for every product of at
+// least 64 x 64 (smaller ones, such as decoding's single rows: the library); on CPUs without,
+// row-major A with K <= 768 (a layer's activations times a weight): cpu/gemm_rows.cpp, and every
+// other product (A transposed: the weight gradients; long K): CBLAS (OpenBLAS) when built with
+// it, else Eigen. At matmul precision bf16 every f32 product takes cpu/gemm_bf16.cpp (AMX). A
+// matrix operand may be stored row-major or transposed (a transpose view), so transposes never
+// copy.
 #include "runtime/cpu/gemm.h"
 
 #include <omp.h>
@@ -17,6 +19,7 @@
 #include <Eigen/Core>
 
 #include "runtime/cpu/common.h"
+#include "runtime/cpu/gemm_avx512.h"
 #include "runtime/cpu/gemm_bf16.h"
 #include "runtime/cpu/gemm_rows.h"
 
@@ -80,27 +83,28 @@ namespace {
 // thread (GPT-2 124M's 256 tokens on 2 threads) the packing made the step 4% slower. The
 // choice depends on the shape only, never on the thread count (see gemm()).
 // gemm_rows' micro-kernel is 8 lanes wide (AVX2; it was chosen on an AVX2-only AMD EPYC). Where
-// the CPU has AVX-512, OpenBLAS runs its 16-lane SkylakeX kernels: on an AVX-512 Xeon they were
-// 1.25-1.5x faster than gemm_rows on every training shape with cold operands, and the
-// llama-small step was 14% shorter (bench/README.md), so there gemm_rows is not used.
-bool cpu_has_avx512() {
-  static const bool has = __builtin_cpu_supports("avx512f");
-  return has;
-}
+// the CPU has AVX-512, cpu/gemm_avx512.cpp runs every product but the smallest: on an AVX-512
+// Xeon it was 1.07-1.2x faster than OpenBLAS's SkylakeX kernels (themselves 1.25-1.5x faster
+// than gemm_rows) on each training shape with cold operands (bench/README.md).
 bool use_gemm_rows(bool ta, int64_t M, int64_t K) {
-  return !cpu_has_avx512() && !ta && K <= kGemmRowsMaxK && M >= 512;
+  return !avx512_gemm_available() && !ta && K <= kGemmRowsMaxK && M >= 512;
 }
+// Products under 64 rows or columns (decoding's single rows) stay with the library: much of
+// each 14 x 32 register tile would be padding.
+bool use_gemm_avx512(int64_t M, int64_t N) { return avx512_gemm_available() && M >= 64 && N >= 64; }
 
-// The path of one product: kBf16 (AMX) at bf16 precision; at f32, gemm_rows or the library.
-enum class Path { kRows, kLibrary, kBf16 };
-Path choose_path(bool ta, int64_t M, int64_t K) {
+// The path of one product: kBf16 (AMX) at bf16 precision; at f32, by shape (see above).
+enum class Path { kRows, kAvx512, kLibrary, kBf16 };
+Path choose_path(bool ta, int64_t M, int64_t N, int64_t K) {
   if (matmul_precision() == MatmulPrecision::bf16) return Path::kBf16;
+  if (use_gemm_avx512(M, N)) return Path::kAvx512;
   return use_gemm_rows(ta, M, K) ? Path::kRows : Path::kLibrary;
 }
 
 void sgemm_one(Path path, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (path == Path::kBf16) return gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  if (path == Path::kAvx512) return gemm_avx512(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   if (path == Path::kRows) return gemm_rows(tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #ifdef LOOM_USE_CBLAS
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(M), int(N), int(K),
@@ -127,7 +131,7 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
   const int64_t threads = omp_in_parallel() ? 1 : omp_get_max_threads();
   const bool by_cols = N >= 2 * M;  // see above: then B is the operand worth splitting
   const int64_t panels = std::min(threads, (by_cols ? N : M) / kPanelRows);
-  const Path path = choose_path(ta, M, K);
+  const Path path = choose_path(ta, M, N, K);
   if (panels <= 1 || 2.0 * double(M) * double(N) * double(K) < 4e6) {
     sgemm_one(path, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
@@ -162,9 +166,9 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const
 const char* gemm_library() {
   if (matmul_precision() == MatmulPrecision::bf16) return "amx-bf16";
 #ifdef LOOM_USE_CBLAS
-  return "rows+openblas";
+  return avx512_gemm_available() ? "avx512+openblas" : "rows+openblas";
 #else
-  return "rows+eigen";
+  return avx512_gemm_available() ? "avx512+eigen" : "rows+eigen";
 #endif
 }
 

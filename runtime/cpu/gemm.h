@@ -1,6 +1,6 @@
-// cpu/gemm.h: the single CPU GEMM entry point. Which code runs a product (cpu/gemm_rows.cpp,
-// or OpenBLAS through CBLAS, or Eigen without it, or AMX at bf16: cpu/gemm_bf16.cpp) is
-// decided in one place (cpu/gemm.cpp);
+// cpu/gemm.h: the single CPU GEMM entry point. Which code runs a product (cpu/gemm_avx512.cpp,
+// cpu/gemm_rows.cpp, or OpenBLAS through CBLAS, or Eigen without it, or AMX at bf16:
+// cpu/gemm_bf16.cpp) is decided in one place (cpu/gemm.cpp);
 // bench/ measures them.
 // The one exception is attention's per-block products (a few hundred kFLOP each, where a
 // library call costs more than it computes): cpu/small_gemm.h.
@@ -16,7 +16,8 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
           int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc);
-const char* gemm_library();  // "rows+openblas" or "rows+eigen"; "amx-bf16" at matmul precision bf16
+const char* gemm_library();  // "avx512+openblas", "rows+openblas" (no AVX-512) or "...+eigen";
+                             // "amx-bf16" at matmul precision bf16
 
 // How f32 products are computed, process-wide (PyTorch's torch.set_float32_matmul_precision):
 // f32 (the default), or bf16: operands rounded to bf16, products summed in f32, on AMX

@@ -29,6 +29,8 @@
 #include <algorithm>
 #include <cstring>
 #include <vector>
+
+#include "runtime/cpu/avx512.h"
 #endif
 
 namespace loom::runtime::cpu {
@@ -45,6 +47,8 @@ void gemm_bf16(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64
 
 namespace {
 
+using avx512::load16;
+using avx512::transpose16x16;
 using bf16 = uint16_t;
 constexpr int64_t kTileRows = 16;                     // rows of every tile
 constexpr int64_t kTileK = 32;                        // bf16 values in a tile row (64 bytes)
@@ -65,13 +69,6 @@ bool request_amx_state() {
   return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
 }
 
-// Sixteen floats from p, the first n of them (n <= 0: none); never reads past them.
-inline __m512 load16(const float* p, int64_t n) {
-  if (n >= 16) return _mm512_loadu_ps(p);
-  if (n <= 0) return _mm512_setzero_ps();
-  return _mm512_maskz_loadu_ps(__mmask16((1u << n) - 1), p);
-}
-
 // lo's and hi's floats as 32 bf16 (round to nearest even), lo's in the low half.
 inline __m512i to_bf16(__m512 lo, __m512 hi) { return __m512i(_mm512_cvtne2ps_pbh(hi, lo)); }
 
@@ -80,31 +77,6 @@ inline __m512i to_bf16_pairs(__m512 x, __m512 y) {
   const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22,
                                               6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
   return _mm512_permutexvar_epi16(interleave, to_bf16(x, y));
-}
-
-// r[i][j] <- r[j][i] for a 16 x 16 matrix of 32-bit units held in 16 registers.
-inline void transpose16x16(__m512i r[16]) {
-  __m512i a[16] = {}, b[16] = {};  // (initialised: gcc 12 warns otherwise)
-  for (int i = 0; i < 16; i += 2) {
-    a[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-    a[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-  }
-  // b[4g + c], 128-bit lane L: rows 4g..4g+3 of column 4L + c.
-  for (int g = 0; g < 16; g += 4) {
-    b[g] = _mm512_unpacklo_epi64(a[g], a[g + 2]);
-    b[g + 1] = _mm512_unpackhi_epi64(a[g], a[g + 2]);
-    b[g + 2] = _mm512_unpacklo_epi64(a[g + 1], a[g + 3]);
-    b[g + 3] = _mm512_unpackhi_epi64(a[g + 1], a[g + 3]);
-  }
-  for (int c = 0; c < 4; ++c) {
-    const __m512i c0 = _mm512_shuffle_i32x4(b[c], b[4 + c], 0x44), c1 = _mm512_shuffle_i32x4(b[c], b[4 + c], 0xEE);
-    const __m512i c2 = _mm512_shuffle_i32x4(b[8 + c], b[12 + c], 0x44),
-                  c3 = _mm512_shuffle_i32x4(b[8 + c], b[12 + c], 0xEE);
-    r[c] = _mm512_shuffle_i32x4(c0, c2, 0x88);
-    r[4 + c] = _mm512_shuffle_i32x4(c0, c2, 0xDD);
-    r[8 + c] = _mm512_shuffle_i32x4(c1, c3, 0x88);
-    r[12 + c] = _mm512_shuffle_i32x4(c1, c3, 0xDD);
-  }
 }
 
 // Where the packers put each 16 x 16 unit of 32-bit pairs (a tile: 16 rows x 32 bf16) of

@@ -1,6 +1,6 @@
 // test_gemm.cpp: cpu/gemm.cpp's gemm() splits a product into row panels, or column panels when
 // N >= 2 M, one per thread. Every element must get the bits of the one-thread product, for each
-// storage of A and B, at matmul precision f32 (OpenBLAS or gemm_rows) and bf16 (AMX, where the
+// storage of A and B, at matmul precision f32 (AVX-512, OpenBLAS or gemm_rows) and bf16 (AMX, where the
 // CPU has it), and the split results must be the product (against an f64 loop).
 #include <gtest/gtest.h>
 #include <omp.h>

@@ -16,68 +16,23 @@
 #include "runtime/cpu/gemm.h"
 #include "runtime/cpu/gemm_bf16.h"
 #include "runtime/dtype.h"
+#include "tests/runtime/gemm_check.h"
 
 namespace loom::runtime::cpu {
 namespace {
 
 double rounded(float v) { return double(bf16_to_float(float_to_bf16(v))); }
 
-struct Case {
-  int64_t M, N, K;
-  bool trans_a, trans_b;
-  float alpha = 1.0f, beta = 0.0f;
-};
+using Case = GemmCase;
 
-struct Operands {
-  int64_t lda, ldb, ldc;
-  std::vector<float> A, B, C;
-  float a(const Case& c, int64_t i, int64_t k) const { return c.trans_a ? A[size_t(k * lda + i)] : A[size_t(i * lda + k)]; }
-  float b(const Case& c, int64_t k, int64_t j) const { return c.trans_b ? B[size_t(j * ldb + k)] : B[size_t(k * ldb + j)]; }
-};
-
-Operands make_operands(const Case& c) {
-  Operands o;
-  o.lda = (c.trans_a ? c.M : c.K) + 3;
-  o.ldb = (c.trans_b ? c.K : c.N) + 5;
-  o.ldc = c.N + 2;
-  std::mt19937 gen(unsigned(c.M * 1000003 + c.N * 1009 + c.K * 7 + c.trans_a * 2 + c.trans_b));
-  std::normal_distribution<float> nd;
-  o.A.resize(size_t((c.trans_a ? c.K : c.M) * o.lda));
-  o.B.resize(size_t((c.trans_b ? c.N : c.K) * o.ldb));
-  o.C.resize(size_t(c.M * o.ldc));
-  for (float& v : o.A) v = nd(gen);
-  for (float& v : o.B) v = nd(gen);
-  for (float& v : o.C) v = c.beta == 0 ? std::numeric_limits<float>::quiet_NaN() : nd(gen);
-  return o;
-}
-
-// Runs gemm_bf16 and checks every element against f64 sums of the bf16-rounded alpha A and B.
+// gemm_bf16 against f64 sums of the bf16-rounded alpha A and B.
 void check(const Case& c) {
-  Operands o = make_operands(c);
-  const std::vector<float> C0 = o.C;
-  gemm_bf16(c.trans_a, c.trans_b, c.M, c.N, c.K, c.alpha, o.A.data(), o.lda, o.B.data(), o.ldb, c.beta, o.C.data(),
-            o.ldc);
-  for (int64_t i = 0; i < c.M; ++i)
-    for (int64_t j = 0; j < c.N; ++j) {
-      double s = 0, mag = 0;
-      for (int64_t k = 0; k < c.K; ++k) {
-        const double p = rounded(c.alpha * o.a(c, i, k)) * rounded(o.b(c, k, j));
-        s += p;
-        mag += std::abs(p);
-      }
-      const double expect = s + (c.beta == 0 ? 0.0 : double(c.beta) * C0[size_t(i * o.ldc + j)]);
-      // f32 sums of K exact products: error within K * 2^-24 * sum |products| (plus beta C's).
-      const double bound = 1e-6 + 2.0 * double(c.K + 2) * 6e-8 * (mag + std::abs(expect));
-      const double err = std::abs(double(o.C[size_t(i * o.ldc + j)]) - expect);
-      ASSERT_LE(err, bound) << "M " << c.M << " N " << c.N << " K " << c.K << " trans " << c.trans_a << c.trans_b
-                            << " alpha " << c.alpha << " beta " << c.beta << " at (" << i << ", " << j << ")";
-    }
-  for (int64_t i = 0; i < c.M; ++i)  // padding columns of C (ldc > N) are never written
-    for (int64_t j = c.N; j < o.ldc; ++j) {
-      const float before = C0[size_t(i * o.ldc + j)], after = o.C[size_t(i * o.ldc + j)];
-      if (std::isnan(before)) EXPECT_TRUE(std::isnan(after));
-      else EXPECT_EQ(after, before);
-    }
+  check_gemm_against_f64(
+      c,
+      [](const Case& c, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc) {
+        gemm_bf16(c.trans_a, c.trans_b, c.M, c.N, c.K, c.alpha, A, lda, B, ldb, c.beta, C, ldc);
+      },
+      rounded);
 }
 
 #define SKIP_WITHOUT_AMX() \
@@ -121,13 +76,18 @@ TEST(GemmBf16, AlphaAndBetaApplyOnceOverSlices) {
 TEST(GemmBf16, GemmAtBf16PrecisionIsThreadCountInvariantAndRoundsToBf16) {
   SKIP_WITHOUT_AMX();
   for (const Case& c : {Case{300, 200, 700, false, true}, Case{200, 96, 1500, true, false}}) {
-    Operands o = make_operands(c);
+    std::mt19937 gen(7);
+    std::normal_distribution<float> nd;
+    std::vector<float> A(size_t(c.M * c.K)), B(size_t(c.K * c.N));
+    for (float& v : A) v = nd(gen);
+    for (float& v : B) v = nd(gen);
+    const int64_t lda = c.trans_a ? c.M : c.K, ldb = c.trans_b ? c.K : c.N;
     auto run = [&](MatmulPrecision precision, int threads) {
       std::vector<float> out(size_t(c.M * c.N));
       const int saved = omp_get_max_threads();
       omp_set_num_threads(threads);
       set_matmul_precision(precision);
-      gemm(c.trans_a, c.trans_b, c.M, c.N, c.K, 1.0f, o.A.data(), o.lda, o.B.data(), o.ldb, 0.0f, out.data(), c.N);
+      gemm(c.trans_a, c.trans_b, c.M, c.N, c.K, 1.0f, A.data(), lda, B.data(), ldb, 0.0f, out.data(), c.N);
       set_matmul_precision(MatmulPrecision::f32);
       omp_set_num_threads(saved);
       return out;

@@ -1,0 +1,66 @@
+// test_gemm_avx512.cpp: cpu/gemm_avx512.cpp against an f64 loop, on the edges its loops split
+// on: 14-row register tiles and 112-row blocks of A (M around 14 and 112), 32-column tiles and
+// their 16-lane halves (N around 16 and 32), 1 MB column chunks of B (N past 4096 at K 64),
+// 16-deep transposes and 320-deep K slices (K around 16 and 320, 3 slices); all four storage
+// combinations of A and B, alpha and beta (applied once over slices), leading dimensions wider
+// than the matrices, beta = 0 never reading C. gemm() takes this path at f32 on AVX-512 CPUs;
+// its thread split keeping the one-thread bits is test_gemm.cpp's.
+#include <gtest/gtest.h>
+
+#include "runtime/cpu/gemm.h"
+#include "runtime/cpu/gemm_avx512.h"
+#include "tests/runtime/gemm_check.h"
+
+namespace loom::runtime::cpu {
+namespace {
+
+void check(const GemmCase& c) {
+  check_gemm_against_f64(
+      c, [](const GemmCase& g, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc) {
+        gemm_avx512(g.trans_a, g.trans_b, g.M, g.N, g.K, g.alpha, A, lda, B, ldb, g.beta, C, ldc);
+      });
+}
+
+#define SKIP_WITHOUT_AVX512() \
+  if (!avx512_gemm_available()) GTEST_SKIP() << "no AVX-512 on this CPU"
+
+TEST(GemmAvx512, MatchesF64OnTileAndTransposeEdges) {
+  SKIP_WITHOUT_AVX512();
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (int64_t M : {1, 13, 14, 15, 29})
+        for (int64_t N : {1, 15, 16, 17, 32, 33})
+          for (int64_t K : {1, 15, 16, 17, 40})
+            check({M, N, K, ta, tb});
+}
+
+TEST(GemmAvx512, BlocksChunksSlicesAndTrainingShapes) {
+  SKIP_WITHOUT_AVX512();
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      check({113, 40, 30, ta, tb});    // a second 112-row block of 1 row
+      check({20, 4100, 64, ta, tb});   // two 1 MB column chunks (4096 + 4 columns at K 64)
+      check({17, 48, 321, ta, tb});    // two K slices of 161
+      check({30, 35, 700, ta, tb});    // three K slices of 234, 234, 232
+      check({128, 96, 256, ta, tb});   // whole tiles but the last row tile, one slice
+    }
+}
+
+TEST(GemmAvx512, AlphaAndBetaApplyOnceOverSlices) {
+  SKIP_WITHOUT_AVX512();
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (float alpha : {1.0f, 0.25f, -2.0f})
+        for (float beta : {0.0f, 1.0f, -0.5f}) {
+          check({13, 40, 9, ta, tb, alpha, beta});
+          check({37, 17, 700, ta, tb, alpha, beta});
+        }
+}
+
+TEST(GemmAvx512, GemmNamesThePathItTakes) {
+  const std::string library = gemm_library();
+  EXPECT_EQ(library.rfind("avx512+", 0) == 0, avx512_gemm_available()) << library;
+}
+
+}  // namespace
+}  // namespace loom::runtime::cpu
