@@ -159,8 +159,8 @@ template <class F> KernelFn unary_kernel() {
       T* po = static_cast<T*>(out.raw_data());
       T s = T(a.attrs.alpha);
       parallel_for(x.numel(), kGrain, [&](int64_t b, int64_t e) {
-        if constexpr (std::is_same_v<T, float> && requires { F::vec(f32x8{}); }) {
-          for_blocks8(b, e, [&](int64_t i, int64_t n) { store8(po + i, F::vec(load8(px + i, n)), n); });
+        if constexpr (std::is_same_v<T, float> && requires { F::vec(f32xw{}); }) {
+          for_blocksw(b, e, [&](int64_t i, int64_t n) { storew(po + i, F::vec(loadw(px + i, n)), n); });
         } else {
           for (int64_t i = b; i < e; ++i) po[i] = F{}(px[i], s);
         }
@@ -177,7 +177,7 @@ struct PowScalarF { template <class T> T operator()(T x, T s) const { return s =
 struct NegF { template <class T> T operator()(T x, T) const { return -x; } };
 struct ExpF {
   template <class T> T operator()(T x, T) const { return vexp(x); }
-  static f32x8 vec(f32x8 x) { return exp8(x); }
+  template <class V> static V vec(V x) { return exp_v(x); }
 };
 struct LogF { template <class T> T operator()(T x, T) const { return std::log(x); } };
 struct SqrtF { template <class T> T operator()(T x, T) const { return std::sqrt(x); } };
@@ -185,7 +185,7 @@ struct RsqrtF { template <class T> T operator()(T x, T) const { return T(1) / st
 struct TanhF { template <class T> T operator()(T x, T) const { return std::tanh(x); } };
 struct SigmoidF {
   template <class T> T operator()(T x, T) const { return vsigmoid(x); }
-  static f32x8 vec(f32x8 x) { return sigmoid8(x); }
+  template <class V> static V vec(V x) { return sigmoid_v(x); }
 };
 struct ReluF { template <class T> T operator()(T x, T) const { return x > T(0) ? x : T(0); } };
 struct AbsF { template <class T> T operator()(T x, T) const { return std::abs(x); } };
@@ -196,9 +196,9 @@ struct GeluTanhF {
     return T(0.5) * x * (T(1) + vtanh(u));
   }
   // 0.5 (1 + tanh u) = sigmoid(2u): one exp and one division, no tanh.
-  static f32x8 vec(f32x8 x) {
-    f32x8 u = float(kSqrt2OverPi) * (x + 0.044715f * x * x * x);
-    return x / (1.0f + exp8(-2.0f * u));
+  template <class V> static V vec(V x) {
+    V u = float(kSqrt2OverPi) * (x + 0.044715f * x * x * x);
+    return x / (1.0f + exp_v(-2.0f * u));
   }
 };
 struct GeluErfF {
@@ -206,7 +206,7 @@ struct GeluErfF {
 };
 struct SiluF {
   template <class T> T operator()(T x, T) const { return x * vsigmoid(x); }
-  static f32x8 vec(f32x8 x) { return x * sigmoid8(x); }
+  template <class V> static V vec(V x) { return x * sigmoid_v(x); }
 };
 
 // Fused backward maps: gx = gy * f'(x).
@@ -222,9 +222,9 @@ template <class F> KernelFn unary_backward_kernel() {
       const T* pg = static_cast<const T*>(gy.raw_data());
       T* po = static_cast<T*>(a.out[0].raw_data());
       parallel_for(x.numel(), kGrain, [&](int64_t b, int64_t e) {
-        if constexpr (std::is_same_v<T, float> && requires { F::vec(f32x8{}); }) {
-          for_blocks8(b, e, [&](int64_t i, int64_t n) {
-            store8(po + i, load8(pg + i, n) * F::vec(load8(px + i, n)), n);
+        if constexpr (std::is_same_v<T, float> && requires { F::vec(f32xw{}); }) {
+          for_blocksw(b, e, [&](int64_t i, int64_t n) {
+            storew(po + i, loadw(pg + i, n) * F::vec(loadw(px + i, n)), n);
           });
         } else {
           for (int64_t i = b; i < e; ++i) po[i] = pg[i] * F{}(px[i]);
@@ -242,10 +242,10 @@ struct GeluTanhGradF {
   }
   // With s = sigmoid(2u) = 0.5 (1 + tanh u): 1 - tanh^2 u = 4 s (1 - s), so
   // gelu'(x) = s + 2 x s (1 - s) du/dx = s (1 + 2 x (1 - s) du/dx).
-  static f32x8 vec(f32x8 x) {
-    f32x8 u = float(kSqrt2OverPi) * (x + 0.044715f * x * x * x);
-    f32x8 s = sigmoid8(2.0f * u);
-    f32x8 du = float(kSqrt2OverPi) * (1.0f + float(3 * 0.044715) * x * x);
+  template <class V> static V vec(V x) {
+    V u = float(kSqrt2OverPi) * (x + 0.044715f * x * x * x);
+    V s = sigmoid_v(2.0f * u);
+    V du = float(kSqrt2OverPi) * (1.0f + float(3 * 0.044715) * x * x);
     return s * (1.0f + 2.0f * x * (1.0f - s) * du);
   }
 };
@@ -259,8 +259,8 @@ struct SiluGradF {
     T s = vsigmoid(x);
     return s * (T(1) + x * (T(1) - s));
   }
-  static f32x8 vec(f32x8 x) {
-    f32x8 s = sigmoid8(x);
+  template <class V> static V vec(V x) {
+    V s = sigmoid_v(x);
     return s * (1.0f + x * (1.0f - s));
   }
 };
@@ -278,9 +278,9 @@ void k_swiglu(const KernelArgs& a) {
     T* po = static_cast<T*>(a.out[0].raw_data());
     parallel_for(g.numel(), kGrain, [&](int64_t b, int64_t e) {
       if constexpr (std::is_same_v<T, float>) {
-        for_blocks8(b, e, [&](int64_t i, int64_t n) {
-          f32x8 x = load8(pg + i, n);
-          store8(po + i, x * sigmoid8(x) * load8(pu + i, n), n);
+        for_blocksw(b, e, [&](int64_t i, int64_t n) {
+          f32xw x = loadw(pg + i, n);
+          storew(po + i, x * sigmoid_v(x) * loadw(pu + i, n), n);
         });
       } else {
         for (int64_t i = b; i < e; ++i) po[i] = pg[i] * vsigmoid(pg[i]) * pu[i];
@@ -305,10 +305,10 @@ void k_swiglu_backward(const KernelArgs& a) {
     T* pgu = static_cast<T*>(a.out[1].raw_data());
     parallel_for(g.numel(), kGrain, [&](int64_t b, int64_t e) {
       if constexpr (std::is_same_v<T, float>) {
-        for_blocks8(b, e, [&](int64_t i, int64_t n) {
-          f32x8 x = load8(pg + i, n), s = sigmoid8(x), go = load8(pgo + i, n);
-          store8(pgu + i, go * x * s, n);
-          store8(pgg + i, go * load8(pu + i, n) * s * (1.0f + x * (1.0f - s)), n);
+        for_blocksw(b, e, [&](int64_t i, int64_t n) {
+          f32xw x = loadw(pg + i, n), s = sigmoid_v(x), go = loadw(pgo + i, n);
+          storew(pgu + i, go * x * s, n);
+          storew(pgg + i, go * loadw(pu + i, n) * s * (1.0f + x * (1.0f - s)), n);
         });
       } else {
         for (int64_t i = b; i < e; ++i) {

@@ -1,11 +1,13 @@
 // cpu/vecmath.h: branch-free math for hot f32 loops. The kernels work on 8-lane vectors
-// (GCC/Clang vector extensions: AVX2 registers under -march=native, SSE pairs otherwise);
+// (GCC/Clang vector extensions: AVX2 registers under -march=native, SSE pairs otherwise), the
+// elementwise maps with exp inside on the widest vector (f32xw: 16 lanes under AVX-512);
 // vexp<float> has a relative error below 3e-7 on the whole range; f64 keeps std::exp so the
 // finite-difference tests stay exact.
 //
 // One rule keeps results independent of the thread count: every f32 element goes through the
-// same vector code whether it sits in a full block of 8 or in a tail (tails are padded into a
-// vector, see load8/store8), and the scalar exp_f32 is lane 0 of the vector one.
+// same vector code whether it sits in a full block or in a tail (tails are padded into a
+// vector, see load8/store8), and the scalar exp_f32 is lane 0 of the vector one (whose lanes
+// give the same bits at 8 and 16 lanes).
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -156,24 +158,50 @@ inline void transpose8x8(const float* src, int64_t lds, float* dst, int64_t ldd)
   }
 }
 
+#ifdef __AVX512F__
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef int32_t i32x16 __attribute__((vector_size(64)));
+#endif
+
+// exp's argument clamped to [-87, 88]; NaN goes through (max/min return their second operand
+// when one is NaN: x).
+inline f32x8 clamp_exp_arg(f32x8 x) {
+#ifdef __AVX__
+  return (f32x8)_mm256_min_ps((__m256)splat8(88.0f), _mm256_max_ps((__m256)splat8(-87.0f), (__m256)x));
+#else
+  return x < -87.0f ? splat8(-87.0f) : (x > 88.0f ? splat8(88.0f) : x);
+#endif
+}
+#ifdef __AVX512F__
+inline f32x16 clamp_exp_arg(f32x16 x) {  // (the all-lanes masked forms: gcc 12 warns on the plain ones)
+  const __m512 hi = _mm512_set1_ps(88.0f), lo = _mm512_set1_ps(-87.0f);
+  const __m512 t = _mm512_mask_max_ps(lo, __mmask16(0xFFFF), lo, (__m512)x);
+  return (f32x16)_mm512_mask_min_ps(hi, __mmask16(0xFFFF), hi, t);
+}
+#endif
+
 // exp(x) = 2^n exp(r) with n = round(x / ln 2), r = x - n ln 2 (Cody-Waite split of ln 2),
 // exp(r) by its degree-7 Taylor polynomial on |r| <= ln2/2 (truncation < 5e-9).
 // n comes from the 1.5 * 2^23 shifter: adding it rounds x / ln 2 to an integer held in the low
 // mantissa bits, which also become the exponent of 2^n (no float-int conversions, no floor).
 // exp(-inf) = 0 exactly (masked scores), exp(x > 88) = inf, NaN stays NaN.
-inline f32x8 exp8(f32x8 x) {
-  const f32x8 lo = splat8(-87.0f), hi = splat8(88.0f), shifter = splat8(12582912.0f);
-#ifdef __AVX__
-  // max/min return their second operand when one is NaN: x, so NaN goes through.
-  f32x8 xc = (f32x8)_mm256_min_ps((__m256)hi, _mm256_max_ps((__m256)lo, (__m256)x));
+// V: f32x8 or f32x16; every lane computes the same operations, so a value gets the same bits at
+// either width.
+template <class V> inline V exp_v(V x) {
+  using I = std::conditional_t<sizeof(V) == sizeof(f32x8), i32x8,
+#ifdef __AVX512F__
+                               i32x16
 #else
-  f32x8 xc = x < lo ? lo : (x > hi ? hi : x);
+                               void
 #endif
-  const f32x8 t = xc * 1.44269504088896341f + shifter;
-  const f32x8 n = t - shifter;
-  f32x8 r = xc - n * 0.693359375f;
+                               >;
+  const V zero{}, shifter = zero + 12582912.0f;
+  const V xc = clamp_exp_arg(x);
+  const V t = xc * 1.44269504088896341f + shifter;
+  const V n = t - shifter;
+  V r = xc - n * 0.693359375f;
   r = r + n * 2.12194440e-4f;
-  f32x8 p = splat8(1.0f / 5040.0f);
+  V p = zero + 1.0f / 5040.0f;
   p = p * r + 1.0f / 720.0f;
   p = p * r + 1.0f / 120.0f;
   p = p * r + 1.0f / 24.0f;
@@ -181,13 +209,46 @@ inline f32x8 exp8(f32x8 x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  const i32x8 bits = ((i32x8)t - (i32x8)shifter + 127) << 23;  // bit casts between vector types of one size
-  const f32x8 y = p * (f32x8)bits;
-  return x < lo ? splat8(0.0f) : (x > hi ? splat8(INFINITY) : y);
+  const I bits = ((I)t - (I)shifter + 127) << 23;  // bit casts between vector types of one size
+  const V y = p * (V)bits;
+  return x < -87.0f ? zero : (x > 88.0f ? zero + INFINITY : y);
 }
+// sigmoid(x) = 1 / (1 + exp(-x)).
+template <class V> inline V sigmoid_v(V x) { return 1.0f / (1.0f + exp_v(-x)); }
+
+inline f32x8 exp8(f32x8 x) { return exp_v(x); }
 // tanh(u) = 1 - 2 / (exp(2u) + 1), exact at the saturated ends.
 inline f32x8 tanh8(f32x8 u) { return 1.0f - 2.0f / (exp8(2.0f * u) + 1.0f); }
-inline f32x8 sigmoid8(f32x8 x) { return 1.0f / (1.0f + exp8(-x)); }
+inline f32x8 sigmoid8(f32x8 x) { return sigmoid_v(x); }
+
+// The widest f32 vector of the target, for the elementwise maps with exp inside (GELU, SiLU,
+// SwiGLU, sigmoid, exp): 16 lanes under AVX-512, else 8. There an 8-lane GELU backward ran at
+// about half the single-core bandwidth (its exp and division were the limit); see
+// bench/README.md. Lanes compute what exp8 does, so the width changes no result.
+#ifdef __AVX512F__
+using f32xw = f32x16;
+constexpr int64_t kWideLanes = 16;
+// Loads n <= 16 floats from p (masked: never touches memory past them); lanes n.. get `pad`.
+inline f32xw loadw(const float* p, int64_t n = kWideLanes, float pad = 0.0f) {
+  if (n == kWideLanes) return (f32xw)_mm512_loadu_ps(p);
+  return (f32xw)_mm512_mask_loadu_ps(_mm512_set1_ps(pad), __mmask16((1u << n) - 1), p);
+}
+inline void storew(float* p, f32xw v, int64_t n = kWideLanes) {
+  if (n == kWideLanes) return _mm512_storeu_ps(p, (__m512)v);
+  _mm512_mask_storeu_ps(p, __mmask16((1u << n) - 1), (__m512)v);
+}
+#else
+using f32xw = f32x8;
+constexpr int64_t kWideLanes = 8;
+inline f32xw loadw(const float* p, int64_t n = kWideLanes, float pad = 0.0f) { return load8(p, n, pad); }
+inline void storew(float* p, f32xw v, int64_t n = kWideLanes) { store8(p, v, n); }
+#endif
+// Runs body(i, n) for i = begin, begin + kWideLanes, ... < end with n = min(kWideLanes, end - i).
+template <class F> inline void for_blocksw(int64_t begin, int64_t end, F&& body) {
+  int64_t i = begin;
+  for (; i + kWideLanes <= end; i += kWideLanes) body(i, kWideLanes);
+  if (i < end) body(i, end - i);
+}
 
 inline float exp_f32(float x) { return exp8(splat8(x))[0]; }
 
@@ -210,10 +271,17 @@ template <class T> T row_max(const T* x, int64_t n) {
 template <class T> double exp_sub_sum(const T* x, T* y, int64_t n, T sub) {
   if constexpr (std::is_same_v<T, float>) {
     UnitSum es;
-    for_blocks8(0, n, [&](int64_t c, int64_t m) {
-      const f32x8 e = exp8(load8(x + c, m, -INFINITY) - sub);  // padded lanes: exp(-inf) = 0
-      if (y) store8(y + c, e, m);
+    for_blocksw(0, n, [&](int64_t c, int64_t m) {
+      const f32xw e = exp_v(loadw(x + c, m, -INFINITY) - sub);  // padded lanes: exp(-inf) = 0
+      if (y) storew(y + c, e, m);
+#ifdef __AVX512F__
+      // As two 8-lane blocks (the second only when it holds values): the same sums, in the same
+      // order, as where the widest vector has 8 lanes.
+      es.add(__builtin_shufflevector(e, e, 0, 1, 2, 3, 4, 5, 6, 7));
+      if (m > 8) es.add(__builtin_shufflevector(e, e, 8, 9, 10, 11, 12, 13, 14, 15));
+#else
       es.add(e);
+#endif
     });
     return es.total();
   } else {

@@ -1,5 +1,5 @@
-// test_f32_paths.cpp: the f32 CPU kernels run 8-lane vector code (exp8, f32 maps with f64 row
-// sums) that the f64 finite-difference and golden tests never reach, since f64 takes the scalar
+// test_f32_paths.cpp: the f32 CPU kernels run vector code (exp8 and its 16-lane form, f32 maps
+// with f64 row sums) that the f64 finite-difference and golden tests never reach, since f64 takes the scalar
 // path. Here each op's f32 forward and backward are compared with the same op run in f64 on
 // the same values: the f64 path is the one gradcheck proves, so this pins the f32 one to it.
 // Shapes have a column count that is not a multiple of 8, so the vector tails run too.

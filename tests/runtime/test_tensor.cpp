@@ -148,6 +148,33 @@ TEST(VecMath, ExpF32IsAccurateOverItsRange) {
   EXPECT_NEAR(loom::runtime::cpu::vtanh(3.0f), std::tanh(3.0f), 3e-7);
 }
 
+// The elementwise maps run on the widest vector (16 lanes under AVX-512) and the row kernels on
+// 8: each value must get the same bits either way, including the clamped ends, inf and NaN; and
+// exp_sub_sum over rows of every length gives the 8-lane sums.
+TEST(VecMath, WideVectorsGiveTheEightLaneBits) {
+  using namespace loom::runtime::cpu;
+  std::vector<float> xs = {-INFINITY, -200.0f, -87.5f, -87.0f, -86.99f, 88.0f, 88.5f, INFINITY, NAN, 0.0f, -0.0f};
+  for (float x = -90.0f; x <= 90.0f; x += 0.0137f) xs.push_back(x);
+  while (xs.size() % kWideLanes != 0) xs.push_back(1.0f);
+  for (size_t i = 0; i < xs.size(); i += size_t(kWideLanes)) {
+    const f32xw e = exp_v(loadw(xs.data() + i)), s = sigmoid_v(loadw(xs.data() + i));
+    for (int64_t j = 0; j < kWideLanes; j += 8) {
+      const f32x8 e8 = exp8(load8(xs.data() + i + size_t(j))), s8 = sigmoid8(load8(xs.data() + i + size_t(j)));
+      for (int64_t l = 0; l < 8; ++l) {
+        EXPECT_EQ(std::memcmp(&e[j + l], &e8[l], sizeof(float)), 0) << "exp " << xs[i + size_t(j + l)];
+        EXPECT_EQ(std::memcmp(&s[j + l], &s8[l], sizeof(float)), 0) << "sigmoid " << xs[i + size_t(j + l)];
+      }
+    }
+  }
+  std::vector<float> row(100);
+  for (size_t i = 0; i < row.size(); ++i) row[i] = -0.05f * float(i % 37);
+  for (int64_t n = 1; n <= 100; ++n) {
+    UnitSum es;  // the 8-lane reference: exp8 blocks, as exp_sub_sum did before it went wide
+    for_blocks8(0, n, [&](int64_t c, int64_t m) { es.add(exp8(load8(row.data() + c, m, -INFINITY) - 0.5f)); });
+    EXPECT_EQ(exp_sub_sum(row.data(), static_cast<float*>(nullptr), n, 0.5f), es.total()) << "n " << n;
+  }
+}
+
 // Row tails go through load8/store8 with n < 8 (masked moves under AVX): the first n lanes
 // come from memory and the rest are the pad; a store writes exactly n floats, nothing past them.
 TEST(VecMath, TailLoadsAndStoresTouchOnlyTheirLanes) {
