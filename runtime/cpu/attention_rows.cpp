@@ -363,10 +363,10 @@ template <class T> void backward(const KernelArgs& a) {
             const T* src = kept_rows ? kept_rows + r * ncols : p;
             const T inv_l = kept ? kept_inv_l[(b * H + h) * Tq + i0 + r] : T(0);
             if constexpr (std::is_same_v<T, float>) {
-              for_blocks8(0, n, [&](int64_t c, int64_t m) {
-                const f32x8 e = kept ? load8(src + c, m) * inv_l : exp8(load8(src + c, m) - L);
-                store8(p + c, e, m);
-                store8(ds + c, e * (load8(ds + c, m) - Di), m);
+              for_blocksw(0, n, [&](int64_t c, int64_t m) {
+                const f32xw e = kept ? loadw(src + c, m) * inv_l : exp_v(loadw(src + c, m) - L);
+                storew(p + c, e, m);
+                storew(ds + c, e * (loadw(ds + c, m) - Di), m);
               });
             } else {
               for (int64_t c = 0; c < n; ++c) {

@@ -72,12 +72,6 @@ template <class F> inline void for_blocks8(int64_t begin, int64_t end, F&& body)
   if (i < end) body(i, end - i);
 }
 
-inline f32x8 vmax8(f32x8 a, f32x8 b) { return a > b ? a : b; }
-inline float hmax8(f32x8 v) {
-  float m = v[0];
-  for (int i = 1; i < 8; ++i) m = v[i] > m ? v[i] : m;
-  return m;
-}
 // The 8 lanes widened to f64: lanes 0-3 in lo, 4-7 in hi.
 inline void widen_f64(f32x8 v, f64x4& lo, f64x4& hi) {
   lo = __builtin_convertvector((f32x4{v[0], v[1], v[2], v[3]}), f64x4);
@@ -257,9 +251,14 @@ inline float exp_f32(float x) { return exp8(splat8(x))[0]; }
 // max of x[0, n); -inf when n = 0.
 template <class T> T row_max(const T* x, int64_t n) {
   if constexpr (std::is_same_v<T, float>) {
-    f32x8 mv = splat8(-INFINITY);
-    for_blocks8(0, n, [&](int64_t c, int64_t m) { mv = vmax8(mv, load8(x + c, m, -INFINITY)); });
-    return hmax8(mv);
+    f32xw mv = f32xw{} - INFINITY;  // (a max is exact: any width gives the same value)
+    for_blocksw(0, n, [&](int64_t c, int64_t m) {
+      const f32xw v = loadw(x + c, m, -INFINITY);
+      mv = mv > v ? mv : v;
+    });
+    float best = mv[0];
+    for (int64_t i = 1; i < kWideLanes; ++i) best = mv[i] > best ? mv[i] : best;
+    return best;
   } else {
     T m = -std::numeric_limits<T>::infinity();
     for (int64_t c = 0; c < n; ++c) m = std::max(m, x[c]);
