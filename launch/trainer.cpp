@@ -181,7 +181,7 @@ class Trainer {
       tied = mesh_.comm("pp")->split(stage == 0 || stage == pp - 1 ? 0 : -1, stage, "embedding");
     std::vector<optim::ShardedParam> params;
     for (auto& p : model_.parameters()) {
-      optim::ShardedParam sp{p.name, p.tensor, !decay_excluded(p.name, no_decay), p.shard};
+      optim::ShardedParam sp{p.name, p.tensor, !decay_excluded(p.name, no_decay), p.shard, {}, true};
       if (tied && p.name == "model.embed_tokens.weight") {
         sp.tied = tied;
         sp.primary = stage == 0;

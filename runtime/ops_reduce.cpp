@@ -206,14 +206,11 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     x2 = reshape(x.detach(), {-1, x.size(-1)});
     Tensor wt = transpose(weight.detach(), 0, 1);
     if (bias.defined()) {
-      // y starts as the bias rows and the GEMM accumulates into it (beta = 1): one pass over
-      // y instead of the library zeroing it and a separate broadcast add reading it back.
+      // The GEMM adds the bias row as it writes y (on the CPU's AVX-512 path; elsewhere y starts
+      // as the bias rows and the GEMM accumulates into it): no broadcast add reading y back.
       y = new_empty(x2, {x2.size(0), weight.size(0)});
-      y.copy_(expand(bias.detach(), y.shape()));
       Tensor a3 = as_matrix_stack(x2, {}, 1), b3 = as_matrix_stack(wt, {}, 1), y3 = y.view({1, y.size(0), y.size(1)});
-      OpAttrs accumulate;
-      accumulate.beta = 1.0;
-      dispatch(Op::matmul, {a3, b3}, {y3}, accumulate);
+      dispatch(Op::matmul, {a3, b3, bias.detach().contiguous()}, {y3});
     } else {
       y = matmul(x2, wt);
     }

@@ -101,10 +101,19 @@ Path choose_path(bool ta, int64_t M, int64_t N, int64_t K) {
   return use_gemm_rows(ta, M, K) ? Path::kRows : Path::kLibrary;
 }
 
+// C's rows set to the bias row (the paths without a bias epilogue then accumulate, beta = 1).
+template <class T> void fill_rows(T* C, int64_t ldc, int64_t M, int64_t N, const T* bias) {
+  for (int64_t i = 0; i < M; ++i) std::copy(bias, bias + N, C + i * ldc);
+}
+
 void sgemm_one(Path path, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-               const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+               const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias) {
+  if (path == Path::kAvx512) return gemm_avx512(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias);
+  if (bias) {
+    fill_rows(C, ldc, M, N, bias);
+    beta = 1.0f;
+  }
   if (path == Path::kBf16) return gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-  if (path == Path::kAvx512) return gemm_avx512(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   if (path == Path::kRows) return gemm_rows(tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #ifdef LOOM_USE_CBLAS
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(M), int(N), int(K),
@@ -127,13 +136,14 @@ constexpr int64_t kPanelRows = 64;  // smallest row panel worth a thread of its 
 // GPT-2 124M's LM head, 256 rows x 50257 columns) the panels are column panels instead: its
 // 2-thread step was 4.6% shorter (963-969 -> 920-923 ms), llama-small's unchanged.
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-          const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+          const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias) {
+  if (bias && beta != 0.0f) throw std::invalid_argument("gemm: a bias row needs beta = 0");
   const int64_t threads = omp_in_parallel() ? 1 : omp_get_max_threads();
   const bool by_cols = N >= 2 * M;  // see above: then B is the operand worth splitting
   const int64_t panels = std::min(threads, (by_cols ? N : M) / kPanelRows);
   const Path path = choose_path(ta, M, N, K);
   if (panels <= 1 || 2.0 * double(M) * double(N) * double(K) < 4e6) {
-    sgemm_one(path, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    sgemm_one(path, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias);
     return;
   }
 #pragma omp parallel num_threads(int(panels))
@@ -144,10 +154,10 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
     if (r1 > r0) {
       if (by_cols) {
         const float* Bp = tb ? B + r0 * ldb : B + r0;
-        sgemm_one(path, ta, tb, M, r1 - r0, K, alpha, A, lda, Bp, ldb, beta, C + r0, ldc);
+        sgemm_one(path, ta, tb, M, r1 - r0, K, alpha, A, lda, Bp, ldb, beta, C + r0, ldc, bias ? bias + r0 : nullptr);
       } else {
         const float* Ap = ta ? A + r0 : A + r0 * lda;  // A^T stored [K, M]: its rows start at column r0
-        sgemm_one(path, ta, tb, r1 - r0, N, K, alpha, Ap, lda, B, ldb, beta, C + r0 * ldc, ldc);
+        sgemm_one(path, ta, tb, r1 - r0, N, K, alpha, Ap, lda, B, ldb, beta, C + r0 * ldc, ldc, bias);
       }
     }
   }
@@ -199,15 +209,30 @@ void k_matmul(const KernelArgs& args) {
     const T* pa = static_cast<const T*>(a.raw_data());
     const T* pb = static_cast<const T*>(b.raw_data());
     T* pc = static_cast<T*>(c.raw_data());
-    // C = scale A B + beta C (linear's bias: C starts as the bias rows; the fused cross-entropy's
-    // backward scales its products by the loss gradient).
-    const T alpha = T(args.attrs.scale), beta = T(args.attrs.beta);
+    // C = scale A B + beta C (+ the bias row, linear's; the fused cross-entropy's backward scales
+    // its products by the loss gradient).
+    const T alpha = T(args.attrs.scale);
+    T beta = T(args.attrs.beta);
+    const T* bias = args.in.size() > 2 && args.in[2].defined() ? static_cast<const T*>(args.in[2].raw_data()) : nullptr;
+    if (bias && (beta != T(0) || batch != 1 || args.in[2].numel() != N || !args.in[2].is_contiguous()))
+      throw std::invalid_argument("matmul: a bias needs one product, beta 0 and a contiguous [N] row");
+    if constexpr (!std::is_same_v<T, float>) {  // f64: C starts as the bias rows
+      if (bias) {
+        fill_rows(pc, N, M, N, bias);
+        beta = T(1);
+        bias = nullptr;
+      }
+    }
     if (K == 0) {
       for (int64_t i = 0; i < c.numel(); ++i) pc[i] = beta == T(0) ? T(0) : beta * pc[i];
+      if (bias) fill_rows(pc, N, M, N, bias);
       return;
     }
     auto one = [&](int64_t i) {
-      gemm(la.trans, lb.trans, M, N, K, alpha, pa + i * sa, la.ld, pb + i * sb, lb.ld, beta, pc + i * M * N, N);
+      if constexpr (std::is_same_v<T, float>)
+        gemm(la.trans, lb.trans, M, N, K, alpha, pa + i * sa, la.ld, pb + i * sb, lb.ld, beta, pc + i * M * N, N, bias);
+      else
+        gemm(la.trans, lb.trans, M, N, K, alpha, pa + i * sa, la.ld, pb + i * sb, lb.ld, beta, pc + i * M * N, N);
     };
     // Many small products: one per thread. Few large ones: gemm() splits each over the threads.
     if (batch > 1 && M * N * K < (int64_t(1) << 21)) {

@@ -11,9 +11,10 @@
 namespace loom::runtime::cpu {
 
 // C[M, N] = alpha * op(A) op(B) + beta * C, row-major, op = transpose when trans_* is set.
-// lda/ldb/ldc are row strides of the stored matrices.
+// lda/ldb/ldc are row strides of the stored matrices. bias (f32, beta = 0 only): a row of N added
+// to every row of C; the AVX-512 path adds it as C is written, the others start C as its rows.
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-          const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+          const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias = nullptr);
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
           int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc);
 const char* gemm_library();  // "avx512+openblas", "rows+openblas" (no AVX-512) or "...+eigen";

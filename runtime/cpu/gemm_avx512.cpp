@@ -13,7 +13,8 @@
 // per k, two loads of B and 14 broadcasts of A feed 28 FMAs. Rows past M are zero in the
 // packed A and columns past N zero in the packed B; stores are masked to what overlaps C.
 // alpha scales each slice's sums as they are added to C; a beta other than 0 or 1 scales C
-// before the first slice; at beta 0 the first slice overwrites C without reading it.
+// before the first slice; at beta 0 the first slice overwrites C without reading it (with the
+// bias row added, when there is one: linear's bias costs no pass over C).
 #include "runtime/cpu/gemm_avx512.h"
 
 #include <stdexcept>
@@ -31,7 +32,7 @@ namespace loom::runtime::cpu {
 
 bool avx512_gemm_available() { return false; }
 void gemm_avx512(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float,
-                 float*, int64_t) {
+                 float*, int64_t, const float*) {
   throw std::logic_error("gemm_avx512: this build's compiler has no AVX-512 intrinsics");
 }
 
@@ -111,11 +112,13 @@ void pack_a(bool trans, const float* A, int64_t lda, int64_t m0, int64_t rows, i
   }
 }
 
-// C's tile (rows [0, rows) of 14, columns where m0 / m1 are set) = alpha * a b (+ C when add),
-// a: a micro-panel [kc][14], b: a panel [kc][32]. (Not inlined: inlined into the loops above, its
-// 28 accumulators lost registers to theirs.)
-__attribute__((noinline)) void micro_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int64_t rows, __mmask16 m0,
-                  __mmask16 m1, float alpha, bool add) {
+// C's tile (rows [0, rows) of 14, columns where m0 / m1 are set) = alpha * a b, plus C when
+// add, else plus the bias row when given (its 32 columns); a: a micro-panel [kc][14], b: a panel
+// [kc][32]. (Not inlined: inlined into the loops below, its 28 accumulators lost registers to
+// theirs.)
+__attribute__((noinline)) void micro_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                                            int64_t rows, __mmask16 m0, __mmask16 m1, float alpha, bool add,
+                                            const float* bias) {
   __m512 acc[kMR][2];
 #pragma GCC unroll 14
   for (int i = 0; i < kMR; ++i) {
@@ -137,6 +140,8 @@ __attribute__((noinline)) void micro_kernel(int64_t kc, const float* a, const fl
     }
   }
   const __m512 f = _mm512_set1_ps(alpha);
+  const __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+  const __m512 bias1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
 #pragma GCC unroll 14
   for (int i = 0; i < kMR; ++i) {
     if (i >= rows) break;
@@ -145,6 +150,9 @@ __attribute__((noinline)) void micro_kernel(int64_t kc, const float* a, const fl
     if (add) {
       v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, ci));
       v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, ci + 16));
+    } else if (bias) {
+      v0 = _mm512_add_ps(v0, bias0);
+      v1 = _mm512_add_ps(v1, bias1);
     }
     _mm512_mask_storeu_ps(ci, m0, v0);
     _mm512_mask_storeu_ps(ci + 16, m1, v1);
@@ -160,13 +168,14 @@ bool avx512_gemm_available() {
 }
 
 void gemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias) {
   if (!avx512_gemm_available()) throw std::logic_error("gemm_avx512: this CPU has no AVX-512");
+  if (bias && beta != 0.0f) throw std::invalid_argument("gemm_avx512: a bias row needs beta = 0");
   if (M <= 0 || N <= 0) return;
-  if (K <= 0 || (beta != 0.0f && beta != 1.0f)) {  // C = beta C first; the first slice then
-                                                    // overwrites C (beta 0) or adds to it
+  if (K <= 0 || (beta != 0.0f && beta != 1.0f)) {  // C = beta C (or the bias rows) first; the
+                                                    // first slice then overwrites C or adds to it
     for (int64_t i = 0; i < M; ++i)
-      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = bias ? bias[j] : beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
   }
   if (K <= 0) return;
   const int64_t slices = (K + kAvx512SliceK - 1) / kAvx512SliceK, kstep = (K + slices - 1) / slices;
@@ -191,7 +200,8 @@ void gemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, fl
             const int64_t cols = nc - p * kNR;
             micro_kernel(kc, a_packed.data() + q * kc * kMR, b_packed.data() + p * kc * kNR,
                          C + (m0 + q * kMR) * ldc + n0 + p * kNR, ldc, std::min(kMR, block_rows - q * kMR),
-                         first_lanes(cols), first_lanes(cols - 16), alpha, add);
+                         first_lanes(cols), first_lanes(cols - 16), alpha, add,
+                         bias && k0 == 0 ? bias + n0 + p * kNR : nullptr);
           }
       }
     }

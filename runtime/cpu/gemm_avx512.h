@@ -9,13 +9,15 @@ namespace loom::runtime::cpu {
 // True when this build has the kernel and the CPU has AVX-512 (F, BW, VL, DQ).
 bool avx512_gemm_available();
 
-// C[M, N] = alpha op(A) op(B) + beta C, f32, row-major, op = transpose when trans_* is set. Every
+// C[M, N] = alpha op(A) op(B) + beta C (+ bias, a row of N floats added to every row of C:
+// only with beta = 0), f32, row-major, op = transpose when trans_* is set. Every
 // C element is its products summed in f32 in order of k, in K slices of at most
 // kAvx512SliceK (each slice from zero, added to C in order), so the result depends on (K, the
 // element's operands) only, never on M, N or the thread count. Single-threaded; gemm() splits
 // rows (or columns) over threads. Requires avx512_gemm_available().
 constexpr int64_t kAvx512SliceK = 320;
 void gemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
+                 const float* bias = nullptr);
 
 }  // namespace loom::runtime::cpu

@@ -14,6 +14,7 @@
 
 #include "runtime/cuda/check.h"
 #include "runtime/kernels.h"
+#include "runtime/ops.h"
 
 namespace loom::runtime::cuda {
 namespace {
@@ -75,6 +76,13 @@ MatrixLayout layout_of(const Tensor& t) {
 bool fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
 
 void k_matmul(const KernelArgs& args) {
+  if (args.in.size() > 2 && args.in[2].defined()) {  // a bias row: C starts as its rows, then
+    Tensor c = args.out[0];                           // C = scale A B + C
+    c.copy_(expand(args.in[2], c.shape()));
+    OpAttrs accumulate = args.attrs;
+    accumulate.beta = 1.0;
+    return k_matmul(KernelArgs{args.in.first(2), args.out, accumulate});
+  }
   const Tensor& a = args.in[0];
   const Tensor& b = args.in[1];
   Tensor& c = args.out[0];

@@ -6,6 +6,7 @@
 #include <omp.h>
 
 #include <cmath>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -64,6 +65,38 @@ const Shape kShapes[] = {
 
 TEST(Gemm, ThreadPanelsGiveTheOneThreadBitsAtF32) {
   for (const Shape& s : kShapes) check_split(s);
+}
+
+// A bias row through gemm(): every path (AVX-512 where the CPU has it and the product is at least
+// 64 x 64, else the library; AMX at bf16) and thread split gives the bits of starting C as the
+// bias rows with beta = 1; row and column panels each take their part of the row.
+TEST(Gemm, BiasRowOnEveryPathAndThreadCount) {
+  const int saved = omp_get_max_threads();
+  for (MatmulPrecision precision : {MatmulPrecision::f32, MatmulPrecision::bf16}) {
+    if (precision == MatmulPrecision::bf16 && !amx_bf16_available()) continue;
+    set_matmul_precision(precision);
+    for (const Shape& s : {kShapes[0], kShapes[2], Shape{20, 48, 33, false, true}}) {
+      std::mt19937 gen(unsigned(s.M + s.N));
+      std::normal_distribution<float> nd;
+      std::vector<float> A(size_t(s.M * s.K)), B(size_t(s.K * s.N)), bias(size_t(s.N));
+      for (std::vector<float>* v : {&A, &B, &bias})
+        for (float& x : *v) x = nd(gen);
+      const int64_t lda = s.ta ? s.M : s.K, ldb = s.tb ? s.K : s.N;
+      std::vector<float> started(size_t(s.M * s.N));
+      for (int64_t i = 0; i < s.M; ++i) std::copy(bias.begin(), bias.end(), started.begin() + i * s.N);
+      omp_set_num_threads(1);
+      gemm(s.ta, s.tb, s.M, s.N, s.K, 1.0f, A.data(), lda, B.data(), ldb, 1.0f, started.data(), s.N);
+      for (int threads : {1, 3}) {
+        std::vector<float> fused(size_t(s.M * s.N), std::numeric_limits<float>::quiet_NaN());
+        omp_set_num_threads(threads);
+        gemm(s.ta, s.tb, s.M, s.N, s.K, 1.0f, A.data(), lda, B.data(), ldb, 0.0f, fused.data(), s.N, bias.data());
+        for (size_t i = 0; i < fused.size(); ++i)
+          ASSERT_EQ(fused[i], started[i]) << s.M << "x" << s.N << "x" << s.K << " threads " << threads << " at " << i;
+      }
+    }
+    set_matmul_precision(MatmulPrecision::f32);
+  }
+  omp_set_num_threads(saved);
 }
 
 TEST(Gemm, ThreadPanelsGiveTheOneThreadBitsAtBf16) {

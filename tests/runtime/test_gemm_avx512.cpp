@@ -3,9 +3,15 @@
 // their 16-lane halves (N around 16 and 32), 1 MB column chunks of B (N past 4096 at K 64),
 // 16-deep transposes and 320-deep K slices (K around 16 and 320, 3 slices); all four storage
 // combinations of A and B, alpha and beta (applied once over slices), leading dimensions wider
-// than the matrices, beta = 0 never reading C. gemm() takes this path at f32 on AVX-512 CPUs;
+// than the matrices, beta = 0 never reading C; the bias row (linear's) added as C is written.
+// gemm() takes this path at f32 on AVX-512 CPUs;
 // its thread split keeping the one-thread bits is test_gemm.cpp's.
 #include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <vector>
 
 #include "runtime/cpu/gemm.h"
 #include "runtime/cpu/gemm_avx512.h"
@@ -55,6 +61,37 @@ TEST(GemmAvx512, AlphaAndBetaApplyOnceOverSlices) {
           check({13, 40, 9, ta, tb, alpha, beta});
           check({37, 17, 700, ta, tb, alpha, beta});
         }
+}
+
+// linear's bias: added as C is written, with the bits of starting C as the bias rows (beta = 1).
+TEST(GemmAvx512, BiasRowGivesTheBitsOfStartingFromIt) {
+  SKIP_WITHOUT_AVX512();
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (const GemmCase& c : {GemmCase{13, 40, 9, ta, tb, 0.5f}, GemmCase{113, 70, 700, ta, tb},
+                                GemmCase{30, 33, 321, ta, tb, -2.0f}, GemmCase{20, 4100, 64, ta, tb}}) {
+        std::mt19937 gen(unsigned(c.M + c.N + c.K));
+        std::normal_distribution<float> nd;
+        const int64_t ldc = c.N + 3;
+        std::vector<float> A(size_t(c.M * c.K)), B(size_t(c.K * c.N)), bias(size_t(c.N));
+        for (std::vector<float>* v : {&A, &B, &bias})
+          for (float& x : *v) x = nd(gen);
+        std::vector<float> fused(size_t(c.M * ldc), std::numeric_limits<float>::quiet_NaN()), started = fused;
+        for (int64_t i = 0; i < c.M; ++i) std::copy(bias.begin(), bias.end(), started.begin() + i * ldc);
+        const int64_t lda = c.trans_a ? c.M : c.K, ldb = c.trans_b ? c.K : c.N;
+        gemm_avx512(ta, tb, c.M, c.N, c.K, c.alpha, A.data(), lda, B.data(), ldb, 0.0f, fused.data(), ldc, bias.data());
+        gemm_avx512(ta, tb, c.M, c.N, c.K, c.alpha, A.data(), lda, B.data(), ldb, 1.0f, started.data(), ldc);
+        for (size_t i = 0; i < fused.size(); ++i) {
+          if (int64_t(i) % ldc >= c.N) {  // padding: never written
+            ASSERT_TRUE(std::isnan(fused[i]));
+            continue;
+          }
+          ASSERT_EQ(fused[i], started[i]) << c.M << "x" << c.N << "x" << c.K << " at " << i;
+        }
+      }
+  std::vector<float> one(64, 1.0f);
+  EXPECT_THROW(gemm_avx512(false, false, 8, 8, 8, 1.0f, one.data(), 8, one.data(), 8, 1.0f, one.data(), 8, one.data()),
+               std::invalid_argument);
 }
 
 TEST(GemmAvx512, GemmNamesThePathItTakes) {
