@@ -139,6 +139,9 @@ Tensor TransformerLM::proj(const Tensor& x, const std::string& p) const {
 }
 
 Tensor TransformerLM::row_proj(const Tensor& x, const std::string& p) const {
+  // Under tensor parallelism the bias is added once, after the partial sums are reduced; on one
+  // rank the GEMM adds it as it writes y (no separate pass over y).
+  if (!tp_.active()) return linear(x, param(p + ".weight"), cfg_.bias ? param(p + ".bias") : Tensor());
   Tensor y = parallel::exit_region(linear(x, param(p + ".weight")), tp_);
   return cfg_.bias ? add(y, param(p + ".bias")) : y;
 }
