@@ -84,8 +84,9 @@ namespace {
 // choice depends on the shape only, never on the thread count (see gemm()).
 // gemm_rows' micro-kernel is 8 lanes wide (AVX2; it was chosen on an AVX2-only AMD EPYC). Where
 // the CPU has AVX-512, cpu/gemm_avx512.cpp runs every product but the smallest: on an AVX-512
-// Xeon it was 1.07-1.2x faster than OpenBLAS's SkylakeX kernels (themselves 1.25-1.5x faster
-// than gemm_rows) on each training shape with cold operands (bench/README.md).
+// Xeon it was 1.08-1.18x faster than OpenBLAS's SkylakeX kernels (themselves 1.25-1.5x faster
+// than gemm_rows) on the training shapes with cold operands, all but GPT-2 124M's LM-head
+// forward (0.97x; bench/README.md).
 bool use_gemm_rows(bool ta, int64_t M, int64_t K) {
   return !avx512_gemm_available() && !ta && K <= kGemmRowsMaxK && M >= 512;
 }
@@ -214,8 +215,9 @@ void k_matmul(const KernelArgs& args) {
     const T alpha = T(args.attrs.scale);
     T beta = T(args.attrs.beta);
     const T* bias = args.in.size() > 2 && args.in[2].defined() ? static_cast<const T*>(args.in[2].raw_data()) : nullptr;
-    if (bias && (beta != T(0) || batch != 1 || args.in[2].numel() != N || !args.in[2].is_contiguous()))
-      throw std::invalid_argument("matmul: a bias needs one product, beta 0 and a contiguous [N] row");
+    if (bias && (beta != T(0) || batch != 1 || args.in[2].numel() != N || !args.in[2].is_contiguous() ||
+                 args.in[2].dtype() != c.dtype()))
+      throw std::invalid_argument("matmul: a bias needs one product, beta 0 and a contiguous [N] row of out's dtype");
     if constexpr (!std::is_same_v<T, float>) {  // f64: C starts as the bias rows
       if (bias) {
         fill_rows(pc, N, M, N, bias);
