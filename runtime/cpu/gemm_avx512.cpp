@@ -41,6 +41,7 @@ void gemm_avx512(bool, bool, int64_t, int64_t, int64_t, float, const float*, int
 namespace {
 
 using avx512::first_lanes;
+using avx512::line_aligned;
 using avx512::load16;
 using avx512::transpose16x16;
 
@@ -183,22 +184,22 @@ void gemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, fl
   const int64_t chunk_max = std::max(kNR, kPackedBBytes / int64_t(sizeof(float)) / kstep / kNR * kNR);
   const int64_t chunks = (N + chunk_max - 1) / chunk_max;
   const int64_t chunk_cols = ((N + chunks - 1) / chunks + kNR - 1) / kNR * kNR;
-  thread_local std::vector<float> a_packed, b_packed;
-  a_packed.resize(size_t(kBlockRows * kstep));
-  b_packed.resize(size_t(chunk_cols * kstep));
+  thread_local std::vector<float> a_storage, b_storage;
+  float* const a_packed = line_aligned(a_storage, size_t(kBlockRows * kstep));
+  float* const b_packed = line_aligned(b_storage, size_t(chunk_cols * kstep));
   for (int64_t n0 = 0; n0 < N; n0 += chunk_cols) {
     const int64_t nc = std::min(chunk_cols, N - n0), panels = (nc + kNR - 1) / kNR;
     for (int64_t k0 = 0; k0 < K; k0 += kstep) {
       const int64_t kc = std::min(kstep, K - k0);
       const bool add = k0 > 0 || beta != 0.0f;
-      pack_b(trans_b, B, ldb, k0, kc, n0, nc, b_packed.data());
+      pack_b(trans_b, B, ldb, k0, kc, n0, nc, b_packed);
       for (int64_t m0 = 0; m0 < M; m0 += kBlockRows) {
         const int64_t block_rows = std::min(kBlockRows, M - m0), micro_panels = (block_rows + kMR - 1) / kMR;
-        pack_a(trans_a, A, lda, m0, block_rows, k0, kc, a_packed.data());
+        pack_a(trans_a, A, lda, m0, block_rows, k0, kc, a_packed);
         for (int64_t q = 0; q < micro_panels; ++q)
           for (int64_t p = 0; p < panels; ++p) {
             const int64_t cols = nc - p * kNR;
-            micro_kernel(kc, a_packed.data() + q * kc * kMR, b_packed.data() + p * kc * kNR,
+            micro_kernel(kc, a_packed + q * kc * kMR, b_packed + p * kc * kNR,
                          C + (m0 + q * kMR) * ldc + n0 + p * kNR, ldc, std::min(kMR, block_rows - q * kMR),
                          first_lanes(cols), first_lanes(cols - 16), alpha, add,
                          bias && k0 == 0 ? bias + n0 + p * kNR : nullptr);

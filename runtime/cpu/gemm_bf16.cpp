@@ -250,26 +250,26 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, floa
   const int64_t kstep = (K + slices - 1) / slices;
   const int64_t ksteps_max = (kstep + kTileK - 1) / kTileK;
   const int64_t blocks = (M + kBlockRows - 1) / kBlockRows;
-  thread_local std::vector<bf16> a_packed, b_packed;
-  a_packed.resize(size_t(blocks * ksteps_max * kBlockStep));
-  b_packed.resize(size_t((kChunkCols / kPanelCols) * ksteps_max * kATile));
+  thread_local std::vector<bf16> a_storage, b_storage;
+  bf16* const a_packed = avx512::line_aligned(a_storage, size_t(blocks * ksteps_max * kBlockStep));
+  bf16* const b_packed = avx512::line_aligned(b_storage, size_t((kChunkCols / kPanelCols) * ksteps_max * kATile));
   alignas(64) float scratch[kBlockRows * 2 * kPanelCols];
   configure_tiles();
   for (int64_t k0 = 0; k0 < K; k0 += kstep) {
     const int64_t kc = std::min(kstep, K - k0), ksteps = (kc + kTileK - 1) / kTileK;
-    pack_a(trans_a, A, lda, M, k0, kc, ksteps, alpha, a_packed.data());
+    pack_a(trans_a, A, lda, M, k0, kc, ksteps, alpha, a_packed);
     for (int64_t n0 = 0; n0 < N; n0 += kChunkCols) {
       const int64_t nc = std::min(kChunkCols, N - n0), panels = (nc + kPanelCols - 1) / kPanelCols;
-      pack_b(trans_b, B, ldb, k0, kc, ksteps, n0, nc, b_packed.data());
+      pack_b(trans_b, B, ldb, k0, kc, ksteps, n0, nc, b_packed);
       const int64_t panel_stride = ksteps * kATile;
       for (int64_t blk = 0; blk < blocks; ++blk) {
         const int64_t m0 = blk * kBlockRows, rows = std::min(kBlockRows, M - m0);
-        const bf16* a = a_packed.data() + blk * ksteps * kBlockStep;
+        const bf16* a = a_packed + blk * ksteps * kBlockStep;
         for (int64_t p = 0; p < panels; p += 2) {
           const int nt = panels - p >= 2 ? 2 : 1;
           const int64_t cols = std::min(nt * kPanelCols, nc - p * kPanelCols);
           float* c = C + m0 * ldc + n0 + p * kPanelCols;
-          const bf16* b = b_packed.data() + p * panel_stride;
+          const bf16* b = b_packed + p * panel_stride;
           const bool full = rows == kBlockRows && cols == nt * kPanelCols;
           const bool zero_in = k0 == 0 && beta == 0.0f;
           if (full) {
