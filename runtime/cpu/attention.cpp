@@ -31,6 +31,7 @@
 
 #include "runtime/cpu/attention_rows.h"
 #include "runtime/cpu/common.h"
+#include "runtime/cpu/line_vector.h"
 #include "runtime/cpu/vecmath.h"
 
 namespace loom::runtime::cpu {
@@ -323,7 +324,7 @@ template <class T> void attention_forward(const KernelArgs& a) {
   const int64_t nqt = vis.nqt, nkt = vis.nkt;
 
   parallel_for(B * H * nqt, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> Qs(kTileQ * D), Kt(D * kTileK), S(kTileQ * kTileK), acc(kTileQ * D), m(kTileQ), l(kTileQ);
+    LineVector<T> Qs(kTileQ * D), Kt(D * kTileK), S(kTileQ * kTileK), acc(kTileQ * D), m(kTileQ), l(kTileQ);
     std::vector<uint8_t> allowed(kTileQ * kTileK);
     for (int64_t item = begin; item < end; ++item) {
       int64_t qt = item % nqt, h = (item / nqt) % H, b = item / (nqt * H), hk = h / group;
@@ -423,7 +424,7 @@ template <class T> void attention_backward(const KernelArgs& a) {
 
   // Pass A: one item per (b, kv head, key tile) owns those rows of gk and gv.
   parallel_for(B * Hkv * nkt, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> Kt(D * kTileK), Vt(D * kTileK), Qs(kTileQ * D), dOs(kTileQ * D), P(kTileQ * kTileK),
+    LineVector<T> Kt(D * kTileK), Vt(D * kTileK), Qs(kTileQ * D), dOs(kTileQ * D), P(kTileQ * kTileK),
         dS(kTileQ * kTileK), Pt(kTileK * kTileQ), dSt(kTileK * kTileQ), dK(kTileK * D), dV(kTileK * D);
     std::vector<uint8_t> allowed(kTileQ * kTileK);
     for (int64_t item = begin; item < end; ++item) {
@@ -466,7 +467,7 @@ template <class T> void attention_backward(const KernelArgs& a) {
 
   // Pass B: one item per (b, head, query tile) owns those rows of gq.
   parallel_for(B * H * nqt, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> Kt(D * kTileK), Vt(D * kTileK), Qs(kTileQ * D), dOs(kTileQ * D), P(kTileQ * kTileK),
+    LineVector<T> Kt(D * kTileK), Vt(D * kTileK), Qs(kTileQ * D), dOs(kTileQ * D), P(kTileQ * kTileK),
         dS(kTileQ * kTileK), dQ(kTileQ * D);
     std::vector<uint8_t> allowed(kTileQ * kTileK);
     for (int64_t item = begin; item < end; ++item) {

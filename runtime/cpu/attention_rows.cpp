@@ -45,6 +45,7 @@
 #include <vector>
 
 #include "runtime/cpu/common.h"
+#include "runtime/cpu/line_vector.h"
 #include "runtime/cpu/small_gemm.h"
 #include "runtime/cpu/vecmath.h"
 
@@ -109,7 +110,7 @@ bool eligible(const KernelArgs& a, size_t first_mask, int64_t Tk) {
 // K^T (or V^T) of one (b, kv head), packed [D][ld] with ld a multiple of 16 and zero columns
 // past Tk, so score rows are computed in whole vectors. Filled lazily: columns [0, upto).
 template <class T> struct PackedKeysT {
-  std::vector<T> data;
+  LineVector<T> data;
   int64_t ld = 0, upto = 0, owner = -1;
   void reset(int64_t D, int64_t Tk, int64_t owner_id) {
     ld = round_up(std::max<int64_t>(Tk, 1), kPad);
@@ -191,7 +192,7 @@ template <class T> void forward(const KernelArgs& a) {
   parallel_for(B * H * nqb, 1, [&](int64_t begin, int64_t end) {
     PackedKeysT<T> kt;
     int64_t v_asked = 0;  // rows of kt.owner's V already prefetched
-    std::vector<T> scratch(kept ? 0 : size_t(kBlockQ * layout.ld));
+    LineVector<T> scratch(kept ? 0 : size_t(kBlockQ * layout.ld));
     std::vector<double> l(kBlockQ);
     std::vector<T> m(kBlockQ);
     for (int64_t item = begin; item < end; ++item) {
@@ -305,7 +306,7 @@ template <class T> void backward(const KernelArgs& a) {
   parallel_for(B * Hkv, 1, [&](int64_t begin, int64_t end) {
     PackedKeysT<T> kt, vt;
     const int64_t ldp = round_up(std::max<int64_t>(Tk, 1), kPad);
-    std::vector<T> P(size_t(kBlockQ * ldp)), dS(P.size());
+    LineVector<T> P(size_t(kBlockQ * ldp)), dS(P.size());
     for (int64_t item = begin; item < end; ++item) {
       const int64_t hk = item % Hkv, b = item / Hkv;
       const T* krow = pk + (b * Tk * Hkv + hk) * D;

@@ -5,19 +5,8 @@
 #include <immintrin.h>
 
 #include <cstdint>
-#include <vector>
 
 namespace loom::runtime::cpu::avx512 {
-
-// n elements of v's storage starting on a 64-byte line (v grows as needed, never shrinks). The
-// packed GEMM operands live there: malloc gives large blocks 16-byte alignment, and then every
-// 64-byte load of a packed panel straddled two cache lines.
-template <class T> T* line_aligned(std::vector<T>& v, size_t n) {
-  constexpr size_t pad = 64 / sizeof(T);
-  if (v.size() < n + pad) v.resize(n + pad);
-  const uintptr_t at = reinterpret_cast<uintptr_t>(v.data());
-  return reinterpret_cast<T*>((at + 63) & ~uintptr_t(63));
-}
 
 // Lanes [0, n) set, for any n (none when n <= 0, all when n >= 16).
 inline __mmask16 first_lanes(int64_t n) {

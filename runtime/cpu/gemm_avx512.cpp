@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "runtime/cpu/avx512.h"
+#include "runtime/cpu/line_vector.h"
 #endif
 
 namespace loom::runtime::cpu {
@@ -41,7 +42,6 @@ void gemm_avx512(bool, bool, int64_t, int64_t, int64_t, float, const float*, int
 namespace {
 
 using avx512::first_lanes;
-using avx512::line_aligned;
 using avx512::load16;
 using avx512::transpose16x16;
 
@@ -184,9 +184,11 @@ void gemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, fl
   const int64_t chunk_max = std::max(kNR, kPackedBBytes / int64_t(sizeof(float)) / kstep / kNR * kNR);
   const int64_t chunks = (N + chunk_max - 1) / chunk_max;
   const int64_t chunk_cols = ((N + chunks - 1) / chunks + kNR - 1) / kNR * kNR;
-  thread_local std::vector<float> a_storage, b_storage;
-  float* const a_packed = line_aligned(a_storage, size_t(kBlockRows * kstep));
-  float* const b_packed = line_aligned(b_storage, size_t(chunk_cols * kstep));
+  thread_local LineVector<float> a_storage, b_storage;
+  a_storage.resize(size_t(kBlockRows * kstep));
+  b_storage.resize(size_t(chunk_cols * kstep));
+  float* const a_packed = a_storage.data();
+  float* const b_packed = b_storage.data();
   for (int64_t n0 = 0; n0 < N; n0 += chunk_cols) {
     const int64_t nc = std::min(chunk_cols, N - n0), panels = (nc + kNR - 1) / kNR;
     for (int64_t k0 = 0; k0 < K; k0 += kstep) {

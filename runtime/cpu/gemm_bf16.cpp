@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "runtime/cpu/avx512.h"
+#include "runtime/cpu/line_vector.h"
 #endif
 
 namespace loom::runtime::cpu {
@@ -250,9 +251,11 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, floa
   const int64_t kstep = (K + slices - 1) / slices;
   const int64_t ksteps_max = (kstep + kTileK - 1) / kTileK;
   const int64_t blocks = (M + kBlockRows - 1) / kBlockRows;
-  thread_local std::vector<bf16> a_storage, b_storage;
-  bf16* const a_packed = avx512::line_aligned(a_storage, size_t(blocks * ksteps_max * kBlockStep));
-  bf16* const b_packed = avx512::line_aligned(b_storage, size_t((kChunkCols / kPanelCols) * ksteps_max * kATile));
+  thread_local LineVector<bf16> a_storage, b_storage;
+  a_storage.resize(size_t(blocks * ksteps_max * kBlockStep));
+  b_storage.resize(size_t((kChunkCols / kPanelCols) * ksteps_max * kATile));
+  bf16* const a_packed = a_storage.data();
+  bf16* const b_packed = b_storage.data();
   alignas(64) float scratch[kBlockRows * 2 * kPanelCols];
   configure_tiles();
   for (int64_t k0 = 0; k0 < K; k0 += kstep) {

@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "runtime/cpu/line_vector.h"
 #include "runtime/cpu/small_gemm.h"
 #include "runtime/cpu/vecmath.h"
 
@@ -82,7 +83,7 @@ void sliver_times_panel(int64_t mr, int64_t kc, float alpha, const float* a, int
 
 void gemm_rows(bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  thread_local std::vector<float> packed;  // grows to its largest use, then no allocation
+  thread_local LineVector<float> packed;  // grows to its largest use, then no allocation
   packed.resize(size_t(kKC * (kNC + kNR)));
   // K in equal slices (704 = 3 x 235, not 256 + 256 + 192): the same work per pass over C.
   const int64_t slices = (K + kKC - 1) / kKC, kstep = (K + slices - 1) / slices;
