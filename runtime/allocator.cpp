@@ -12,6 +12,8 @@
 #include <new>
 #include <stdexcept>
 
+#include <sys/mman.h>
+
 namespace loom::runtime {
 
 AllocatorStats Allocator::stats() const {
@@ -58,10 +60,10 @@ class CpuAllocator final : public Allocator {
         return p;
       }
     }
-    void* p = std::aligned_alloc(64, cls);
+    void* p = system_alloc(cls);
     if (!p) {
       release_cached();
-      p = std::aligned_alloc(64, cls);
+      p = system_alloc(cls);
       if (!p) throw std::bad_alloc();
     }
     return p;
@@ -89,6 +91,23 @@ class CpuAllocator final : public Allocator {
   size_t cached_bytes() const { return cached_bytes_; }
 
  private:
+  // Blocks of at least one 2 MB huge page start on one and ask the kernel for huge pages
+  // (transparent huge pages in "madvise" mode, Debian's default, give none otherwise). The
+  // kernels stream activations of several MB; with 4 KB pages a GEMM's packing of a transposed
+  // operand touched a new page every row and missed the TLB (STLB: 8 MB of 4 KB pages).
+  static void* system_alloc(size_t bytes) {
+    constexpr size_t kHuge = size_t(2) << 20;
+    if (bytes < kHuge || !huge_pages_) return std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+    void* p = nullptr;
+    if (posix_memalign(&p, kHuge, bytes) != 0) return nullptr;
+    madvise(p, bytes / kHuge * kHuge, MADV_HUGEPAGE);  // advice only: failure keeps 4 KB pages
+    return p;
+  }
+  static inline const bool huge_pages_ = [] {
+    const char* e = std::getenv("LOOM_HUGE_PAGES");
+    return !e || std::string(e) != "0";
+  }();
+
   static size_t size_class(size_t bytes) {
     if (bytes <= 1024) return (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
     int top = 63 - __builtin_clzll(bytes);         // 2^top <= bytes < 2^(top+1)

@@ -1,4 +1,5 @@
 // test_tensor.cpp: Tensor metadata, views sharing storage, copies, casts and printing.
+#include <cstring>
 #include <gtest/gtest.h>
 
 #include <omp.h>
@@ -129,6 +130,20 @@ TEST(Allocator, CachesFreedBlocksAndCountsLiveBytes) {
   a.reset_peak();
   { Tensor t = Tensor::empty({1000}); }
   EXPECT_GE(a.stats().peak_bytes, a.stats().live_bytes + 4000);
+}
+
+TEST(Allocator, BlocksOfAHugePageOrMoreStartOnOne) {
+  if (const char* e = std::getenv("LOOM_HUGE_PAGES"); e && std::string(e) == "0") GTEST_SKIP() << "LOOM_HUGE_PAGES=0";
+  Allocator& a = cpu_allocator();
+  const size_t bytes = (size_t(5) << 20) + 12345;  // 2.5 huge pages and an odd tail
+  void* p = a.allocate(bytes);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % (size_t(2) << 20), 0u);
+  std::memset(p, 0x5a, bytes);  // every byte of the block is usable
+  EXPECT_EQ(static_cast<unsigned char*>(p)[bytes - 1], 0x5a);
+  a.deallocate(p, bytes);
+  void* small = a.allocate(4096);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(small) % 64, 0u);
+  a.deallocate(small, 4096);
 }
 
 #include "runtime/cpu/vecmath.h"
