@@ -306,17 +306,15 @@ template <class T> void backward(const KernelArgs& a) {
   parallel_for(B * Hkv, 1, [&](int64_t begin, int64_t end) {
     PackedKeysT<T> kt, vt;
     const int64_t ldp = round_up(std::max<int64_t>(Tk, 1), kPad);
-    LineVector<T> P(size_t(kBlockQ * ldp)), dS(P.size());
+    LineVector<T> P(size_t(kBlockQ * ldp)), dS(P.size()), dK(size_t(Tk * D)), dV(dK.size());
     for (int64_t item = begin; item < end; ++item) {
       const int64_t hk = item % Hkv, b = item / Hkv;
       const T* krow = pk + (b * Tk * Hkv + hk) * D;
       const T* vrow = pv + (b * Tk * Hkv + hk) * D;
-      T* gkrow = pgk + (b * Tk * Hkv + hk) * D;
-      T* gvrow = pgv + (b * Tk * Hkv + hk) * D;
-      for (int64_t j = 0; j < Tk; ++j) {
-        std::fill(gkrow + j * ks, gkrow + j * ks + D, T(0));
-        std::fill(gvrow + j * ks, gvrow + j * ks + D, T(0));
-      }
+      // dK and dV of the item sum in contiguous [Tk, D] blocks (in L2), copied out at the end:
+      // zeroing and accumulating the head's rows in place, H * D apart, stalled on every row.
+      std::fill(dK.begin(), dK.end(), T(0));
+      std::fill(dV.begin(), dV.end(), T(0));
       prefetch_rows(vrow, Tk, ks, D);  // arrives while K is packed
       if (!kept) {  // K^T is needed only to recompute the scores
         kt.reset(D, Tk, item);
@@ -379,10 +377,16 @@ template <class T> void backward(const KernelArgs& a) {
             std::fill(ds + n, ds + kend, T(0));
           }
           // A = P^T and dS^T: element (j, r) at r * ld + j.
-          small_gemm(kend, D, rows, T(1), P.data(), int64_t(1), ld, gorow, qs, T(1), gvrow, ks);    // dV += P^T gout
-          small_gemm(kend, D, rows, scale, dS.data(), int64_t(1), ld, qrow, qs, T(1), gkrow, ks);   // dK += s dS^T Q
+          small_gemm(kend, D, rows, T(1), P.data(), int64_t(1), ld, gorow, qs, T(1), dV.data(), D);    // dV += P^T gout
+          small_gemm(kend, D, rows, scale, dS.data(), int64_t(1), ld, qrow, qs, T(1), dK.data(), D);   // dK += s dS^T Q
           small_gemm(rows, D, kend, scale, dS.data(), ld, int64_t(1), krow, ks, T(0), gqrow, qs);   // dQ = s dS K
         }
+      }
+      T* gkrow = pgk + (b * Tk * Hkv + hk) * D;
+      T* gvrow = pgv + (b * Tk * Hkv + hk) * D;
+      for (int64_t j = 0; j < Tk; ++j) {
+        std::copy(dK.begin() + j * D, dK.begin() + (j + 1) * D, gkrow + j * ks);
+        std::copy(dV.begin() + j * D, dV.begin() + (j + 1) * D, gvrow + j * ks);
       }
     }
   });
