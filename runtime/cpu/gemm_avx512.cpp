@@ -12,6 +12,11 @@
 // lines ahead by prefetch). The micro-kernel holds a 14 x 32 tile of C in 28 registers:
 // per k, two loads of B and 14 broadcasts of A feed 28 FMAs. Rows past M are zero in the
 // packed A and columns past N zero in the packed B; stores are masked to what overlaps C.
+// Row-major A (activations, output gradients) skips the packing when its rows spread over L1's
+// sets (rows_in_place): the micro-kernel then broadcasts from 14 rows of A itself, prefetching
+// them as it goes, so their first reads from memory overlap the FMAs instead of stalling a
+// packing pass (+9-11% on the [2048, 256] x [256, 256] and K = 704 products with cold
+// operands; llama-small step -1.6%).
 // alpha scales each slice's sums as they are added to C; a beta other than 0 or 1 scales C
 // before the first slice; at beta 0 the first slice overwrites C without reading it (with the
 // bias row added, when there is one: linear's bias costs no pass over C).
@@ -113,6 +118,31 @@ void pack_a(bool trans, const float* A, int64_t lda, int64_t m0, int64_t rows, i
   }
 }
 
+// C's tile rows [0, rows) (columns where m0 / m1 are set) = alpha * acc, plus C when add, else
+// plus the bias row when given.
+inline __attribute__((always_inline)) void store_tile(const __m512 (&acc)[kMR][2], float* c, int64_t ldc,
+                                                      int64_t rows, __mmask16 m0, __mmask16 m1, float alpha, bool add,
+                                                      const float* bias) {
+  const __m512 f = _mm512_set1_ps(alpha);
+  const __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+  const __m512 bias1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+#pragma GCC unroll 14
+  for (int i = 0; i < kMR; ++i) {
+    if (i >= rows) break;
+    float* ci = c + i * ldc;
+    __m512 v0 = _mm512_mul_ps(f, acc[i][0]), v1 = _mm512_mul_ps(f, acc[i][1]);
+    if (add) {
+      v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, ci));
+      v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, ci + 16));
+    } else if (bias) {
+      v0 = _mm512_add_ps(v0, bias0);
+      v1 = _mm512_add_ps(v1, bias1);
+    }
+    _mm512_mask_storeu_ps(ci, m0, v0);
+    _mm512_mask_storeu_ps(ci + 16, m1, v1);
+  }
+}
+
 // C's tile (rows [0, rows) of 14, columns where m0 / m1 are set) = alpha * a b, plus C when
 // add, else plus the bias row when given (its 32 columns); a: a micro-panel [kc][14], b: a panel
 // [kc][32]. (Not inlined: inlined into the loops below, its 28 accumulators lost registers to
@@ -140,24 +170,69 @@ __attribute__((noinline)) void micro_kernel(int64_t kc, const float* a, const fl
       acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
     }
   }
-  const __m512 f = _mm512_set1_ps(alpha);
-  const __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
-  const __m512 bias1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+  store_tile(acc, c, ldc, rows, m0, m1, alpha, add, bias);
+}
+
+// As micro_kernel, with 14 whole rows of row-major A read in place (row i at a + i * lda)
+// instead of a packed micro-panel: its k-th column is 14 broadcasts from 14 rows, addressed
+// from two row pointers and three stride registers (lda, 3 lda, 5 lda; 14 pointers of their
+// own would spill). The rows stay in L1 across the chunk's panels like a packed micro-panel;
+// the first panel's pass meets them cold, so one row's line 64 floats ahead is prefetched per
+// k-step, round-robin (a row crosses a line every 16 k-steps).
+__attribute__((noinline)) void micro_kernel_rows(int64_t kc, const float* a, int64_t lda, const float* b, float* c,
+                                                 int64_t ldc, __mmask16 m0, __mmask16 m1, float alpha, bool add,
+                                                 const float* bias) {
+  __m512 acc[kMR][2];
 #pragma GCC unroll 14
   for (int i = 0; i < kMR; ++i) {
-    if (i >= rows) break;
-    float* ci = c + i * ldc;
-    __m512 v0 = _mm512_mul_ps(f, acc[i][0]), v1 = _mm512_mul_ps(f, acc[i][1]);
-    if (add) {
-      v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, ci));
-      v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, ci + 16));
-    } else if (bias) {
-      v0 = _mm512_add_ps(v0, bias0);
-      v1 = _mm512_add_ps(v1, bias1);
-    }
-    _mm512_mask_storeu_ps(ci, m0, v0);
-    _mm512_mask_storeu_ps(ci + 16, m1, v1);
+    acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16), _MM_HINT_T0);
   }
+  const char* a0 = reinterpret_cast<const char*>(a);  // rows 0..6
+  const char* a7 = a0 + 7 * lda * 4;                  // rows 7..13
+  int64_t s1 = lda * 4, s3 = 3 * s1, s5 = 5 * s1;    // bytes
+  const int64_t row_offset[kMR] = {0,      s1,     2 * s1,  s3,      4 * s1,  s5,      2 * s3,
+                                   7 * s1, 8 * s1, 9 * s1, 10 * s1, 11 * s1, 12 * s1, 13 * s1};
+  int64_t next_row = 0;
+  for (int64_t k = 0; k < kc; ++k) {
+    asm("" : "+r"(s1), "+r"(s3), "+r"(s5));  // opaque each step: indexed addressing, no per-row induction
+    _mm_prefetch(a0 + row_offset[next_row] + 64 * 4, _MM_HINT_T0);
+    next_row = next_row == kMR - 1 ? 0 : next_row + 1;
+    _mm_prefetch(reinterpret_cast<const char*>(b + k * kNR + kPrefetchB), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(b + k * kNR + kPrefetchB + 16), _MM_HINT_T0);
+    const __m512 b0 = _mm512_loadu_ps(b + k * kNR), b1 = _mm512_loadu_ps(b + k * kNR + 16);
+    auto row = [&](int i, const char* at) {
+      const __m512 ai = _mm512_set1_ps(*reinterpret_cast<const float*>(at));
+      acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+    };
+    row(0, a0), row(1, a0 + s1), row(2, a0 + 2 * s1), row(3, a0 + s3), row(4, a0 + 4 * s1), row(5, a0 + s5);
+    row(6, a0 + 2 * s3), row(7, a7), row(8, a7 + s1), row(9, a7 + 2 * s1), row(10, a7 + s3), row(11, a7 + 4 * s1);
+    row(12, a7 + s5), row(13, a7 + 2 * s3);
+    a0 += 4;
+    a7 += 4;
+  }
+  store_tile(acc, c, ldc, kMR, m0, m1, alpha, add, bias);
+}
+
+// Fewer rows of A than this are packed as before: in GPT-2 124M's step (256 rows of K = 768,
+// likely still in L2 from the op that wrote them) reading them in place made each product
+// 1-2% slower, while at 1024-2048 rows (from memory) it was faster.
+constexpr int64_t kMinRowsInPlace = 512;
+
+// Whether row-major A's 14-row micro-panels can be read in place for K slices of kc: their
+// lines must spread over L1's 64 sets (12 ways). Rows lda floats apart start lda / 16 lines
+// apart; when that is a multiple of 64 (lda = 1024, 2048, ...) all 14 rows fall in the same
+// sets and evict each other, so such A is packed.
+bool rows_in_place(int64_t lda, int64_t kc) {
+  constexpr int64_t kSets = 64, kMostPerSet = 8;  // leaves 4 ways for B's stream and C
+  int64_t count[kSets] = {};
+  for (int64_t r = 0; r < kMR; ++r) {
+    const int64_t first = r * lda / 16, lines = std::min(kSets, kc / 16 + 2);  // +2: unaligned ends
+    for (int64_t l = 0; l < lines; ++l) ++count[(first + l) % kSets];
+  }
+  return *std::max_element(count, count + kSets) <= kMostPerSet;
 }
 
 }  // namespace
@@ -189,12 +264,32 @@ void gemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, fl
   b_storage.resize(size_t(chunk_cols * kstep));
   float* const a_packed = a_storage.data();
   float* const b_packed = b_storage.data();
+  const bool a_in_place = !trans_a && M >= kMinRowsInPlace && rows_in_place(lda, kstep);
   for (int64_t n0 = 0; n0 < N; n0 += chunk_cols) {
     const int64_t nc = std::min(chunk_cols, N - n0), panels = (nc + kNR - 1) / kNR;
     for (int64_t k0 = 0; k0 < K; k0 += kstep) {
       const int64_t kc = std::min(kstep, K - k0);
       const bool add = k0 > 0 || beta != 0.0f;
       pack_b(trans_b, B, ldb, k0, kc, n0, nc, b_packed);
+      if (a_in_place) {  // 14-row micro-panels read from A itself; a last partial one is packed
+        for (int64_t m0 = 0; m0 < M; m0 += kMR) {
+          const int64_t rows = std::min(kMR, M - m0);
+          if (rows < kMR) pack_a(false, A, lda, m0, rows, k0, kc, a_packed);
+          for (int64_t p = 0; p < panels; ++p) {
+            const int64_t cols = nc - p * kNR;
+            float* cp = C + m0 * ldc + n0 + p * kNR;
+            const float* bp = b_packed + p * kc * kNR;
+            const float* bias_p = bias && k0 == 0 ? bias + n0 + p * kNR : nullptr;
+            if (rows == kMR)
+              micro_kernel_rows(kc, A + m0 * lda + k0, lda, bp, cp, ldc, first_lanes(cols), first_lanes(cols - 16),
+                                alpha, add, bias_p);
+            else
+              micro_kernel(kc, a_packed, bp, cp, ldc, rows, first_lanes(cols), first_lanes(cols - 16), alpha, add,
+                           bias_p);
+          }
+        }
+        continue;
+      }
       for (int64_t m0 = 0; m0 < M; m0 += kBlockRows) {
         const int64_t block_rows = std::min(kBlockRows, M - m0), micro_panels = (block_rows + kMR - 1) / kMR;
         pack_a(trans_a, A, lda, m0, block_rows, k0, kc, a_packed);

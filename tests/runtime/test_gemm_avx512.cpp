@@ -3,9 +3,9 @@
 // their 16-lane halves (N around 16 and 32), 1 MB column chunks of B (N past 4096 at K 64),
 // 16-deep transposes and 320-deep K slices (K around 16 and 320, 3 slices); all four storage
 // combinations of A and B, alpha and beta (applied once over slices), leading dimensions wider
-// than the matrices, beta = 0 never reading C; the bias row (linear's) added as C is written.
-// gemm() takes this path at f32 on AVX-512 CPUs;
-// its thread split keeping the one-thread bits is test_gemm.cpp's.
+// than the matrices, beta = 0 never reading C; the bias row (linear's) added as C is written;
+// row-major A read in place or packed, with the same bits. gemm() takes this path at f32 on
+// AVX-512 CPUs; its thread split keeping the one-thread bits is test_gemm.cpp's.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -49,6 +49,7 @@ TEST(GemmAvx512, BlocksChunksSlicesAndTrainingShapes) {
       check({17, 48, 321, ta, tb});    // two K slices of 161
       check({30, 35, 700, ta, tb});    // three K slices of 234, 234, 232
       check({128, 96, 256, ta, tb});   // whole tiles but the last row tile, one slice
+      check({530, 40, 330, ta, tb});   // row-major A read in place (>= 512 rows), 2 slices
     }
 }
 
@@ -92,6 +93,37 @@ TEST(GemmAvx512, BiasRowGivesTheBitsOfStartingFromIt) {
   std::vector<float> one(64, 1.0f);
   EXPECT_THROW(gemm_avx512(false, false, 8, 8, 8, 1.0f, one.data(), 8, one.data(), 8, 1.0f, one.data(), 8, one.data()),
                std::invalid_argument);
+}
+
+// Row-major A is read in place when its rows spread over L1's sets, and packed when they do
+// not (lda a multiple of 1024 floats). Both sum each element in the same order: the same bits.
+TEST(GemmAvx512, RowsReadInPlaceGiveThePackedBits) {
+  SKIP_WITHOUT_AVX512();
+  for (bool tb : {false, true})
+    // At least 512 rows (fewer are always packed); 600 = 42 whole micro-panels and 12 rows.
+    for (const GemmCase& c : {GemmCase{600, 40, 330, false, tb}, GemmCase{518, 33, 64, false, tb, -0.5f, 1.0f},
+                              GemmCase{512, 300, 256, false, tb, 1.0f, 0.0f}}) {
+      std::mt19937 gen(unsigned(c.M * 7 + c.N + c.K));
+      std::normal_distribution<float> nd;
+      const int64_t ldb = tb ? c.K : c.N;
+      std::vector<float> B(size_t(c.K * c.N)), bias(size_t(c.N)), C0(size_t(c.M * c.N));
+      for (std::vector<float>* v : {&B, &bias, &C0})
+        for (float& x : *v) x = nd(gen);
+      std::vector<float> results[2];
+      for (int64_t lda : {c.K + 3, int64_t(1024)}) {  // in place, then packed
+        std::vector<float> A(size_t(c.M * lda));
+        std::mt19937 again(1);
+        std::normal_distribution<float> same;  // (a fresh one: a distribution may hold a value back)
+        for (int64_t i = 0; i < c.M; ++i)
+          for (int64_t k = 0; k < c.K; ++k) A[size_t(i * lda + k)] = same(again);
+        std::vector<float>& C = results[lda == 1024];
+        C = C0;
+        gemm_avx512(false, tb, c.M, c.N, c.K, c.alpha, A.data(), lda, B.data(), ldb, c.beta, C.data(), c.N,
+                    c.beta == 0.0f ? bias.data() : nullptr);
+      }
+      for (size_t i = 0; i < results[0].size(); ++i)
+        ASSERT_EQ(results[0][i], results[1][i]) << c.M << "x" << c.N << "x" << c.K << " at " << i;
+    }
 }
 
 TEST(GemmAvx512, GemmNamesThePathItTakes) {
