@@ -69,6 +69,10 @@ int64_t host_fallback_count(Op op);
 void reset_op_profile();
 
 void register_cpu_kernels(KernelTable& t);
+// The row stride (elements, >= cols) to give an f32 [rows, cols] CPU matrix that a product
+// will read as its row-major A with K = cols: padded where the CPU GEMM would otherwise have to
+// repack it (cpu/gemm.h, gemm_row_stride).
+int64_t cpu_gemm_row_stride(int64_t rows, int64_t cols);
 #ifdef LOOM_WITH_CUDA
 // Defined by runtime/cuda: fills the CUDA table and registers the CUDA allocator.
 void register_cuda_backend(KernelTable& t);

@@ -143,7 +143,12 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   const int64_t C = x.size(-1);
   Tensor x2 = contig(x).view({-1, C}), wd = weight.detach();
   Tensor t = contig(target).view({-1});
-  Tensor G = matmul(x2, transpose(wd, 0, 1));  // the logits [N, V] (x2, wd: no autograd)
+  // The logits [N, V] (x2, wd: no autograd), in rows padded to the stride at which the input
+  // gradient's product (K = V) reads them in place: at V = 8192 unpadded rows were packed, and
+  // that product took 8% longer.
+  const int64_t V = weight.size(0), ld = x2.dtype() == DType::f32 ? cpu_gemm_row_stride(x2.size(0), V) : V;
+  Tensor G = new_empty(x2, {x2.size(0), ld}).narrow(1, 0, V);
+  dispatch(Op::matmul, {unsqueeze(x2, 0), unsqueeze(transpose(wd, 0, 1), 0)}, {unsqueeze(G, 0)});
   Tensor loss = new_empty(G, {G.size(0)}), lse = new_empty(G, {G.size(0)});
   dispatch(Op::cross_entropy, {G, t}, {loss, lse, G}, cross_entropy_attrs(opt));
   const bool gx = x.requires_grad(), gw = weight.requires_grad();

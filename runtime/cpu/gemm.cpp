@@ -174,6 +174,13 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const
 #endif
 }
 
+int64_t gemm_row_stride(int64_t rows, int64_t cols) {
+  if (matmul_precision() != MatmulPrecision::f32 || !avx512_gemm_available()) return cols;
+  // gemm() gives each thread a panel of rows: the panel's count decides (cpu/gemm_avx512.cpp).
+  const int64_t threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  return avx512_row_stride_in_place(rows / std::max<int64_t>(1, threads), cols);
+}
+
 const char* gemm_library() {
   if (matmul_precision() == MatmulPrecision::bf16) return "amx-bf16";
 #ifdef LOOM_USE_CBLAS
@@ -203,6 +210,9 @@ void k_matmul(const KernelArgs& args) {
   const Tensor& b = args.in[1];
   Tensor& c = args.out[0];
   int64_t batch = c.size(0), M = c.size(1), N = c.size(2), K = a.size(2);
+  // out: row-major, its rows may be padded (linear_cross_entropy's logits).
+  if (c.stride(2) != 1 && N > 1) throw std::logic_error("matmul: out needs unit column stride");
+  const int64_t ldc = std::max<int64_t>(c.stride(1), N), sc = c.stride(0);
   MatrixLayout la = layout_of(a, "a"), lb = layout_of(b, "b");
   int64_t sa = a.size(0) == 1 ? 0 : a.stride(0), sb = b.size(0) == 1 ? 0 : b.stride(0);
   visit_float(Op::matmul, c.dtype(), [&](auto z) {
@@ -220,21 +230,26 @@ void k_matmul(const KernelArgs& args) {
       throw std::invalid_argument("matmul: a bias needs one product, beta 0 and a contiguous [N] row of out's dtype");
     if constexpr (!std::is_same_v<T, float>) {  // f64: C starts as the bias rows
       if (bias) {
-        fill_rows(pc, N, M, N, bias);
+        fill_rows(pc, ldc, M, N, bias);
         beta = T(1);
         bias = nullptr;
       }
     }
     if (K == 0) {
-      for (int64_t i = 0; i < c.numel(); ++i) pc[i] = beta == T(0) ? T(0) : beta * pc[i];
-      if (bias) fill_rows(pc, N, M, N, bias);
+      for (int64_t i = 0; i < batch; ++i)
+        for (int64_t r = 0; r < M; ++r)
+          for (int64_t j = 0; j < N; ++j) {
+            T& x = pc[i * sc + r * ldc + j];
+            x = beta == T(0) ? T(0) : beta * x;
+          }
+      if (bias) fill_rows(pc, ldc, M, N, bias);
       return;
     }
     auto one = [&](int64_t i) {
       if constexpr (std::is_same_v<T, float>)
-        gemm(la.trans, lb.trans, M, N, K, alpha, pa + i * sa, la.ld, pb + i * sb, lb.ld, beta, pc + i * M * N, N, bias);
+        gemm(la.trans, lb.trans, M, N, K, alpha, pa + i * sa, la.ld, pb + i * sb, lb.ld, beta, pc + i * sc, ldc, bias);
       else
-        gemm(la.trans, lb.trans, M, N, K, alpha, pa + i * sa, la.ld, pb + i * sb, lb.ld, beta, pc + i * M * N, N);
+        gemm(la.trans, lb.trans, M, N, K, alpha, pa + i * sa, la.ld, pb + i * sb, lb.ld, beta, pc + i * sc, ldc);
     };
     // Many small products: one per thread. Few large ones: gemm() splits each over the threads.
     if (batch > 1 && M * N * K < (int64_t(1) << 21)) {
@@ -252,6 +267,10 @@ void k_matmul(const KernelArgs& args) {
 void register_gemm_kernels(KernelTable& t) { t.fn[size_t(Op::matmul)] = k_matmul; }
 
 }  // namespace loom::runtime::cpu
+
+namespace loom::runtime {
+int64_t cpu_gemm_row_stride(int64_t rows, int64_t cols) { return cpu::gemm_row_stride(rows, cols); }
+}  // namespace loom::runtime
 
 namespace loom::runtime::cpu {
 

@@ -17,6 +17,10 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias = nullptr);
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
           int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc);
+// The row stride to give a [rows, cols] f32 matrix that will be a product's row-major A with
+// K = cols (the LM head's logits gradient): cols, or a little more where the AVX-512 path would
+// otherwise have to pack it (cpu/gemm_avx512.h).
+int64_t gemm_row_stride(int64_t rows, int64_t cols);
 const char* gemm_library();  // "avx512+openblas", "rows+openblas" (no AVX-512) or "...+eigen";
                              // "amx-bf16" at matmul precision bf16
 

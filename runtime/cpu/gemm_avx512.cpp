@@ -37,6 +37,7 @@ namespace loom::runtime::cpu {
 #ifndef LOOM_WITH_AVX512_GEMM
 
 bool avx512_gemm_available() { return false; }
+int64_t avx512_row_stride_in_place(int64_t, int64_t cols) { return cols; }
 void gemm_avx512(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float,
                  float*, int64_t, const float*) {
   throw std::logic_error("gemm_avx512: this build's compiler has no AVX-512 intrinsics");
@@ -216,6 +217,12 @@ __attribute__((noinline)) void micro_kernel_rows(int64_t kc, const float* a, int
   store_tile(acc, c, ldc, kMR, m0, m1, alpha, add, bias);
 }
 
+// The depth of K's equal slices.
+int64_t slice_depth(int64_t K) {
+  const int64_t slices = (K + kAvx512SliceK - 1) / kAvx512SliceK;
+  return (K + slices - 1) / slices;
+}
+
 // Fewer rows of A than this are packed as before: in GPT-2 124M's step (256 rows of K = 768,
 // likely still in L2 from the op that wrote them) reading them in place made each product
 // 1-2% slower, while at 1024-2048 rows (from memory) it was faster.
@@ -237,6 +244,13 @@ bool rows_in_place(int64_t lda, int64_t kc) {
 
 }  // namespace
 
+int64_t avx512_row_stride_in_place(int64_t rows, int64_t cols) {
+  if (rows < kMinRowsInPlace || cols <= 0 || rows_in_place(cols, slice_depth(cols))) return cols;
+  int64_t ld = (cols + 15) / 16 * 16;
+  while (!rows_in_place(ld, slice_depth(cols))) ld += 16;
+  return ld;
+}
+
 bool avx512_gemm_available() {
   static const bool available = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
@@ -254,7 +268,7 @@ void gemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, fl
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = bias ? bias[j] : beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
   }
   if (K <= 0) return;
-  const int64_t slices = (K + kAvx512SliceK - 1) / kAvx512SliceK, kstep = (K + slices - 1) / slices;
+  const int64_t kstep = slice_depth(K);
   // Equal column chunks of whole panels, each packed chunk within kPackedBBytes.
   const int64_t chunk_max = std::max(kNR, kPackedBBytes / int64_t(sizeof(float)) / kstep / kNR * kNR);
   const int64_t chunks = (N + chunk_max - 1) / chunk_max;

@@ -20,4 +20,11 @@ void gemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, fl
                  int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
                  const float* bias = nullptr);
 
+
+// The row stride (floats, at least cols) that lets a row-major [rows, cols] A be read in place
+// by a product of K = cols (its 14-row micro-panels spread over L1's sets): cols itself where it
+// already does or where A has too few rows to be read in place anyway; else the next multiple
+// of 16 that does (cols = 1024, 8192: all rows in the same sets).
+int64_t avx512_row_stride_in_place(int64_t rows, int64_t cols);
+
 }  // namespace loom::runtime::cpu

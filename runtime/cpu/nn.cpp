@@ -78,6 +78,15 @@ template <bool kLog> void k_softmax_backward(const KernelArgs& a) {
   });
 }
 
+// The distance between rows of a [.., V] operand: V when contiguous; a 2-D view of padded rows
+// (linear_cross_entropy's logits, padded for the GEMM that reads them) has its own.
+int64_t row_stride(const Tensor& t, Op op, const char* which) {
+  if (t.is_contiguous()) return t.size(-1);
+  if (t.dim() == 2 && t.stride(1) == 1 && t.stride(0) >= t.size(1)) return t.stride(0);
+  throw std::logic_error(std::string(op_name(op)) + ": " + which +
+                         " must be contiguous, or 2-D rows with unit column stride");
+}
+
 // ---- cross-entropy fused with log-softmax ----------------------------------------------------
 // loss_i = (1 - eps) (lse_i - x_i,t) + eps (lse_i - mean_j x_ij); ignored rows give 0.
 // With a third output it also writes d loss_i / d x_ij = softmax_ij - (1 - eps) [j == t] - eps / V
@@ -87,10 +96,10 @@ template <bool kLog> void k_softmax_backward(const KernelArgs& a) {
 void k_cross_entropy(const KernelArgs& a) {
   const Tensor& logits = a.in[0];
   const Tensor& target = a.in[1];
-  require_contiguous(logits, Op::cross_entropy, "logits");
+  const int64_t ldx = row_stride(logits, Op::cross_entropy, "logits");
   require_contiguous(target, Op::cross_entropy, "target");
   const bool with_grad = a.out.size() > 2 && a.out[2].defined();
-  if (with_grad) require_contiguous(a.out[2], Op::cross_entropy, "glogits");
+  const int64_t ldg = with_grad ? row_stride(a.out[2], Op::cross_entropy, "glogits") : 0;
   int64_t V = logits.size(-1), N = rows_of(logits);
   double eps = a.attrs.label_smoothing;
   int64_t ignore = a.attrs.ignore_index;
@@ -108,8 +117,8 @@ void k_cross_entropy(const KernelArgs& a) {
     const T smooth = T(eps / double(V));
     parallel_for(N, std::max<int64_t>(1, 2048 / std::max<int64_t>(V, 1)), [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
-        const T* xr = px + r * V;
-        T* gr = pgrad ? pgrad + r * V : nullptr;
+        const T* xr = px + r * ldx;
+        T* gr = pgrad ? pgrad + r * ldg : nullptr;
         const int64_t t = pt[r];
         const double xt = t == ignore ? 0.0 : double(xr[t]);
         double sx = 0;  // sum of the logits, for label smoothing only

@@ -126,6 +126,33 @@ TEST(GemmAvx512, RowsReadInPlaceGiveThePackedBits) {
     }
 }
 
+// The padded row stride for such A: 1024 floats is packed (all rows in the same L1 sets); the
+// stride given instead is read in place, and one that already spreads is kept.
+TEST(GemmAvx512, RowStrideInPlacePadsOnlyWhereRowsCollide) {
+  SKIP_WITHOUT_AVX512();
+  EXPECT_GT(avx512_row_stride_in_place(2048, 1024), 1024);
+  EXPECT_LT(avx512_row_stride_in_place(2048, 1024), 1024 + 128);
+  EXPECT_EQ(avx512_row_stride_in_place(256, 1024), 1024);  // too few rows to be read in place
+  EXPECT_EQ(avx512_row_stride_in_place(2048, 704), 704);   // already spread
+  for (int64_t cols : {1024, 8192, 3072}) {
+    const int64_t ld = avx512_row_stride_in_place(518, cols);
+    EXPECT_EQ(ld % 16, 0);
+    // Read in place: the same bits as the packed unpadded layout (see above).
+    const int64_t M = 518, N = 40, K = cols;
+    std::vector<float> B(size_t(K * N)), results[2];
+    for (size_t i = 0; i < B.size(); ++i) B[i] = float(i % 13) * 0.25f - 1.0f;
+    for (int64_t lda : {cols, ld}) {
+      std::vector<float> A(size_t(M * lda));
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t k = 0; k < K; ++k) A[size_t(i * lda + k)] = float((i * 31 + k * 17) % 29) * 0.125f - 1.5f;
+      std::vector<float>& C = results[lda != cols];
+      C.assign(size_t(M * N), 0.0f);
+      gemm_avx512(false, false, M, N, K, 1.0f, A.data(), lda, B.data(), N, 0.0f, C.data(), N);
+    }
+    EXPECT_EQ(results[0], results[1]) << cols;
+  }
+}
+
 TEST(GemmAvx512, GemmNamesThePathItTakes) {
   const std::string library = gemm_library();
   EXPECT_EQ(library.rfind("avx512+", 0) == 0, avx512_gemm_available()) << library;
