@@ -20,7 +20,12 @@
 //   P = exp(S - lse),  dP = gout V^T,  dS = P * (dP - D_i),  D_i = rowsum(gout_i * out_i) - glse_i,
 //   dV += P^T gout,  dK += scale dS^T Q,  dQ = scale dS K       (Dao 2023, Alg. 2, untiled).
 // Five products; one work item owns its rows of gk and gv, and the blocks run in a fixed order,
-// so the result does not depend on the thread count.
+// so the result does not depend on the thread count. Up to T = 256 a head's P and dS stay
+// whole ([Tq, Tk] buffers, per thread), and dV = P^T gout, dK = scale dS^T Q run once per
+// 6-key register tile over all the query rows that see it, straight into gk / gv: per block
+// they were K = 24 sums whose C tiles went in and out of a scratch [Tk, D] for every block,
+// copied out at the end (backward 7% shorter at B8 T256 H8 D32). Longer heads keep the
+// per-block sums.
 //
 // Kept probabilities: when the forward is given a third output slot (autograd will run the
 // backward) and the score blocks are small next to the tensors the op holds anyway (see
@@ -57,6 +62,9 @@ namespace {
 constexpr int64_t kBlockQ = 4 * small_gemm_detail::kMaxRows;
 constexpr int64_t kMaxKeys = 16384;      // longer key ranges use the tiled kernel (buffer size)
 constexpr int64_t kPad = 16;             // score rows are computed in whole 16-column tiles
+// The backward keeps a head's whole P and dS (two [Tq, round_up(Tk, 16)] buffers per thread)
+// up to this many floats each (T = 256: 256 KB, with the rest in L2), else one query block's.
+constexpr int64_t kWholeHeadFloats = int64_t(1) << 16;
 
 int64_t round_up(int64_t n, int64_t to) { return (n + to - 1) / to * to; }
 
@@ -260,6 +268,37 @@ template <class T> void forward(const KernelArgs& a) {
   });
 }
 
+// dV = P^T gout and dK = scale dS^T Q of one head (rows j of gk / gv, ks apart; added to them
+// when accumulate: the later heads of a kv group), from the head's whole [Tq, ld] P and dS. Key
+// tile [j0, j0 + 6) is one register tile whose sum runs over the query rows that see any of its
+// keys, in order: a K of up to Tq instead of a block's 24, and no C traffic between blocks.
+// Rows that see only part of the tile have zeros in P and dS past their keys.
+template <class T>
+void key_side_products(const RowLimits& lim, int64_t Tq, int64_t Tk, int64_t D, T scale, const T* P, const T* dS,
+                       int64_t ld, const T* q, const T* gout, int64_t qs, T* gk, T* gv, int64_t ks, bool accumulate) {
+  constexpr int64_t kTile = small_gemm_detail::kMaxRows;
+  int64_t first = 0;  // the first query row that sees key j0 (limits grow with the row)
+  for (int64_t j0 = 0; j0 < Tk; j0 += kTile) {
+    const int64_t keys = std::min(kTile, Tk - j0);
+    while (first < Tq && lim.limit(first) <= j0) ++first;
+    const int64_t n = Tq - first;  // visible rows
+    T* gkj = gk + j0 * ks;
+    T* gvj = gv + j0 * ks;
+    if (n == 0) {  // no query sees these keys
+      if (!accumulate)
+        for (int64_t j = 0; j < keys; ++j) {
+          std::fill(gkj + j * ks, gkj + j * ks + D, T(0));
+          std::fill(gvj + j * ks, gvj + j * ks + D, T(0));
+        }
+      continue;
+    }
+    const T beta = accumulate ? T(1) : T(0);
+    // A = P^T: element (j, i) at i * ld + j.
+    small_gemm(keys, D, n, T(1), P + first * ld + j0, int64_t(1), ld, gout + first * qs, qs, beta, gvj, ks);
+    small_gemm(keys, D, n, scale, dS + first * ld + j0, int64_t(1), ld, q + first * qs, qs, beta, gkj, ks);
+  }
+}
+
 // ---- backward ------------------------------------------------------------------------------
 template <class T> void backward(const KernelArgs& a) {
   const Tensor &q = a.in[0], &k = a.in[1], &v = a.in[2], &out = a.in[3], &lse = a.in[4], &gout = a.in[5];
@@ -303,16 +342,22 @@ template <class T> void backward(const KernelArgs& a) {
     }
   });
 
+  // Whole-head P and dS (see the header) when a head's [Tq, ldp] buffers are small.
+  const int64_t lds = round_up(std::max<int64_t>(Tk, 1), kPad);  // P and dS rows (padded by a
+  // line, so that the key tiles' column bands spread over L1's sets, measured 2% slower)
+  const bool whole_head = Tq * lds <= kWholeHeadFloats;
   parallel_for(B * Hkv, 1, [&](int64_t begin, int64_t end) {
     PackedKeysT<T> kt, vt;
-    const int64_t ldp = round_up(std::max<int64_t>(Tk, 1), kPad);
-    LineVector<T> P(size_t(kBlockQ * ldp)), dS(P.size()), dK(size_t(Tk * D)), dV(dK.size());
+    LineVector<T> P(size_t((whole_head ? Tq : kBlockQ) * lds)), dS(P.size());
+    LineVector<T> dK(whole_head ? 0 : size_t(Tk * D)), dV(dK.size());
     for (int64_t item = begin; item < end; ++item) {
       const int64_t hk = item % Hkv, b = item / Hkv;
       const T* krow = pk + (b * Tk * Hkv + hk) * D;
       const T* vrow = pv + (b * Tk * Hkv + hk) * D;
-      // dK and dV of the item sum in contiguous [Tk, D] blocks (in L2), copied out at the end:
-      // zeroing and accumulating the head's rows in place, H * D apart, stalled on every row.
+      T* gkrow = pgk + (b * Tk * Hkv + hk) * D;
+      T* gvrow = pgv + (b * Tk * Hkv + hk) * D;
+      // Per block, dK and dV of the item sum in contiguous [Tk, D] blocks (in L2), copied out at
+      // the end: zeroing and accumulating the head's rows in place, H * D apart, stalled on every row.
       std::fill(dK.begin(), dK.end(), T(0));
       std::fill(dV.begin(), dV.end(), T(0));
       prefetch_rows(vrow, Tk, ks, D);  // arrives while K is packed
@@ -322,7 +367,7 @@ template <class T> void backward(const KernelArgs& a) {
       }
       vt.reset(D, Tk, item);
       vt.extend(vrow, ks, D, Tk);
-      const int64_t ld = vt.ld;
+      const int64_t ld = vt.ld;  // packed K^T / V^T rows
       for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
         for (int64_t qb = 0; qb < nqb; ++qb) {
           const int64_t i0 = qb * kBlockQ, rows = std::min(Tq, i0 + kBlockQ) - i0;
@@ -331,6 +376,9 @@ template <class T> void backward(const KernelArgs& a) {
           const T* qrow = pq + row0 * D;
           const T* gorow = pgo + row0 * D;
           T* gqrow = pgq + row0 * D;
+          // The block's rows of P and dS: in the whole-head buffers, or the one block's.
+          T* Pb = P.data() + (whole_head ? i0 * lds : 0);
+          T* dSb = dS.data() + (whole_head ? i0 * lds : 0);
           // The rows of a head are H * D apart, too far for the hardware prefetcher: ask for
           // the next block's inputs now.
           if (i0 + kBlockQ < Tq) {
@@ -345,16 +393,20 @@ template <class T> void backward(const KernelArgs& a) {
           const int64_t ncols = layout.ncols(kend);
           const T* kept_rows = kept ? kept + (b * H + h) * layout.per_bh + layout.offset[size_t(qb)] : nullptr;
           if (!kept)
-            small_gemm(rows, ncols, D, scale, qrow, qs, int64_t(1), kt.data.data(), ld, T(0), P.data(), ld);  // S
-          small_gemm(rows, ncols, D, T(1), gorow, qs, int64_t(1), vt.data.data(), ld, T(0), dS.data(), ld);  // dP
+            small_gemm(rows, ncols, D, scale, qrow, qs, int64_t(1), kt.data.data(), ld, T(0), Pb, lds);  // S
+          small_gemm(rows, ncols, D, T(1), gorow, qs, int64_t(1), vt.data.data(), ld, T(0), dSb, lds);  // dP
           for (int64_t r = 0; r < rows; ++r) {
-            T* p = P.data() + r * ld;
-            T* ds = dS.data() + r * ld;
+            T* p = Pb + r * lds;
+            T* ds = dSb + r * lds;
             const int64_t n = lim.limit(i0 + r);
+            // Zeros past the row's keys: to kend for this block's products, and to the end of
+            // the next whole line for the whole-head key tiles, which start at most 5 keys past
+            // a row they include.
+            const int64_t zero_to = whole_head ? std::min(lds, std::max(kend, round_up(n, kPad) + kPad)) : kend;
             const T L = pl[(b * H + h) * Tq + i0 + r];
             if (n == 0 || std::isinf(L)) {  // lse = -inf: the row saw no key
-              std::fill(p, p + kend, T(0));
-              std::fill(ds, ds + kend, T(0));
+              std::fill(p, p + zero_to, T(0));
+              std::fill(ds, ds + zero_to, T(0));
               continue;
             }
             const T Di = Drow[size_t((b * H + h) * Tq + i0 + r)];
@@ -373,21 +425,23 @@ template <class T> void backward(const KernelArgs& a) {
                 ds[c] = p[c] * (ds[c] - Di);
               }
             }
-            std::fill(p + n, p + kend, T(0));
-            std::fill(ds + n, ds + kend, T(0));
+            std::fill(p + n, p + zero_to, T(0));
+            std::fill(ds + n, ds + zero_to, T(0));
           }
-          // A = P^T and dS^T: element (j, r) at r * ld + j.
-          small_gemm(kend, D, rows, T(1), P.data(), int64_t(1), ld, gorow, qs, T(1), dV.data(), D);    // dV += P^T gout
-          small_gemm(kend, D, rows, scale, dS.data(), int64_t(1), ld, qrow, qs, T(1), dK.data(), D);   // dK += s dS^T Q
-          small_gemm(rows, D, kend, scale, dS.data(), ld, int64_t(1), krow, ks, T(0), gqrow, qs);   // dQ = s dS K
+          if (!whole_head) {  // A = P^T and dS^T: element (j, r) at r * lds + j.
+            small_gemm(kend, D, rows, T(1), Pb, int64_t(1), lds, gorow, qs, T(1), dV.data(), D);    // dV += P^T gout
+            small_gemm(kend, D, rows, scale, dSb, int64_t(1), lds, qrow, qs, T(1), dK.data(), D);   // dK += s dS^T Q
+          }
+          small_gemm(rows, D, kend, scale, dSb, lds, int64_t(1), krow, ks, T(0), gqrow, qs);   // dQ = s dS K
         }
+        if (whole_head) key_side_products(lim, Tq, Tk, D, scale, P.data(), dS.data(), lds, pq + (b * Tq * H + h) * D,
+                                          pgo + (b * Tq * H + h) * D, qs, gkrow, gvrow, ks, h > hk * group);
       }
-      T* gkrow = pgk + (b * Tk * Hkv + hk) * D;
-      T* gvrow = pgv + (b * Tk * Hkv + hk) * D;
-      for (int64_t j = 0; j < Tk; ++j) {
-        std::copy(dK.begin() + j * D, dK.begin() + (j + 1) * D, gkrow + j * ks);
-        std::copy(dV.begin() + j * D, dV.begin() + (j + 1) * D, gvrow + j * ks);
-      }
+      if (!whole_head)
+        for (int64_t j = 0; j < Tk; ++j) {
+          std::copy(dK.begin() + j * D, dK.begin() + (j + 1) * D, gkrow + j * ks);
+          std::copy(dV.begin() + j * D, dV.begin() + (j + 1) * D, gvrow + j * ks);
+        }
     }
   });
 }

@@ -404,6 +404,14 @@ TEST(Attention, BackwardMatchesNaiveGradients) {
   Spec s;
   s.B = 2, s.Tq = 70, s.Tk = 65, s.H = 4, s.Hkv = 2, s.D = 6, s.causal = true, s.q_offset = 10, s.k_offset = 20;
   expect_grads_match_naive(s, 200);
+  // Past T = 256 the row-block backward sums dK and dV block by block instead of over a head's
+  // whole P and dS (cpu/attention_rows.cpp): both ways, with GQA and offsets.
+  for (bool causal : {false, true}) {
+    Spec longer;
+    longer.B = 1, longer.Tq = 300, longer.Tk = 290, longer.H = 2, longer.Hkv = 1, longer.D = 8, longer.causal = causal;
+    longer.q_offset = 5, longer.k_offset = 0;
+    expect_grads_match_naive(longer, 300 + causal);
+  }
 }
 
 // Central differences of L = <out, W> + <lse, U> (skipping lse = -inf rows) in f64.
