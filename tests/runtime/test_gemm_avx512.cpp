@@ -4,7 +4,7 @@
 // 16-deep transposes and 320-deep K slices (K around 16 and 320, 3 slices); all four storage
 // combinations of A and B, alpha and beta (applied once over slices), leading dimensions wider
 // than the matrices, beta = 0 never reading C; the bias row (linear's) added as C is written;
-// row-major A read in place or packed, with the same bits. gemm() takes this path at f32 on
+// row-major A read in place, copied or packed, with the same bits. gemm() takes this path at f32 on
 // AVX-512 CPUs; its thread split keeping the one-thread bits is test_gemm.cpp's.
 #include <gtest/gtest.h>
 
@@ -95,39 +95,41 @@ TEST(GemmAvx512, BiasRowGivesTheBitsOfStartingFromIt) {
                std::invalid_argument);
 }
 
-// Row-major A is read in place when its rows spread over L1's sets, and packed when they do
-// not (lda a multiple of 1024 floats). Both sum each element in the same order: the same bits.
-TEST(GemmAvx512, RowsReadInPlaceGiveThePackedBits) {
+// Row-major A of 512 rows or more runs through the row kernel: read in place when its rows
+// spread over L1's sets, else (lda a multiple of 1024 floats) copied 14 rows at a time; fewer
+// rows are packed. All three sum each element in the same order: the same bits, checked by
+// computing the same product whole and as two halves of fewer than 512 rows.
+TEST(GemmAvx512, RowKernelGivesThePackedBits) {
   SKIP_WITHOUT_AVX512();
   for (bool tb : {false, true})
-    // At least 512 rows (fewer are always packed); 600 = 42 whole micro-panels and 12 rows.
+    // 600 = 42 whole micro-panels and 12 rows.
     for (const GemmCase& c : {GemmCase{600, 40, 330, false, tb}, GemmCase{518, 33, 64, false, tb, -0.5f, 1.0f},
                               GemmCase{512, 300, 256, false, tb, 1.0f, 0.0f}}) {
       std::mt19937 gen(unsigned(c.M * 7 + c.N + c.K));
       std::normal_distribution<float> nd;
-      const int64_t ldb = tb ? c.K : c.N;
+      const int64_t ldb = tb ? c.K : c.N, half = c.M / 2;
       std::vector<float> B(size_t(c.K * c.N)), bias(size_t(c.N)), C0(size_t(c.M * c.N));
       for (std::vector<float>* v : {&B, &bias, &C0})
         for (float& x : *v) x = nd(gen);
-      std::vector<float> results[2];
-      for (int64_t lda : {c.K + 3, int64_t(1024)}) {  // in place, then packed
+      const float* with_bias = c.beta == 0.0f ? bias.data() : nullptr;
+      for (int64_t lda : {c.K + 3, int64_t(1024)}) {  // in place, then copied
         std::vector<float> A(size_t(c.M * lda));
-        std::mt19937 again(1);
-        std::normal_distribution<float> same;  // (a fresh one: a distribution may hold a value back)
-        for (int64_t i = 0; i < c.M; ++i)
-          for (int64_t k = 0; k < c.K; ++k) A[size_t(i * lda + k)] = same(again);
-        std::vector<float>& C = results[lda == 1024];
-        C = C0;
-        gemm_avx512(false, tb, c.M, c.N, c.K, c.alpha, A.data(), lda, B.data(), ldb, c.beta, C.data(), c.N,
-                    c.beta == 0.0f ? bias.data() : nullptr);
+        for (float& x : A) x = nd(gen);
+        std::vector<float> whole = C0, halves = C0;
+        gemm_avx512(false, tb, c.M, c.N, c.K, c.alpha, A.data(), lda, B.data(), ldb, c.beta, whole.data(), c.N,
+                    with_bias);
+        gemm_avx512(false, tb, half, c.N, c.K, c.alpha, A.data(), lda, B.data(), ldb, c.beta, halves.data(), c.N,
+                    with_bias);
+        gemm_avx512(false, tb, c.M - half, c.N, c.K, c.alpha, A.data() + half * lda, lda, B.data(), ldb, c.beta,
+                    halves.data() + half * c.N, c.N, with_bias);
+        for (size_t i = 0; i < whole.size(); ++i)
+          ASSERT_EQ(whole[i], halves[i]) << c.M << "x" << c.N << "x" << c.K << " lda " << lda << " at " << i;
       }
-      for (size_t i = 0; i < results[0].size(); ++i)
-        ASSERT_EQ(results[0][i], results[1][i]) << c.M << "x" << c.N << "x" << c.K << " at " << i;
     }
 }
 
-// The padded row stride for such A: 1024 floats is packed (all rows in the same L1 sets); the
-// stride given instead is read in place, and one that already spreads is kept.
+// The padded row stride for such A: at 1024 floats all rows fall in the same L1 sets (copied);
+// the stride given instead is read in place, and one that already spreads is kept.
 TEST(GemmAvx512, RowStrideInPlacePadsOnlyWhereRowsCollide) {
   SKIP_WITHOUT_AVX512();
   EXPECT_GT(avx512_row_stride_in_place(2048, 1024), 1024);
@@ -137,7 +139,7 @@ TEST(GemmAvx512, RowStrideInPlacePadsOnlyWhereRowsCollide) {
   for (int64_t cols : {1024, 8192, 3072}) {
     const int64_t ld = avx512_row_stride_in_place(518, cols);
     EXPECT_EQ(ld % 16, 0);
-    // Read in place: the same bits as the packed unpadded layout (see above).
+    // Read in place: the same bits as the unpadded layout (copied or in place, see above).
     const int64_t M = 518, N = 40, K = cols;
     std::vector<float> B(size_t(K * N)), results[2];
     for (size_t i = 0; i < B.size(); ++i) B[i] = float(i % 13) * 0.25f - 1.0f;
