@@ -121,16 +121,17 @@ void pack_a(bool trans, const float* A, int64_t lda, int64_t m0, int64_t rows, i
   }
 }
 
-// C's tile rows [0, rows) (columns where m0 / m1 are set) = alpha * acc, plus C when add, else
-// plus the bias row when given.
-inline __attribute__((always_inline)) void store_tile(const __m512 (&acc)[kMR][2], float* c, int64_t ldc,
+// C's tile rows [0, min(rows, MR)) (columns where m0 / m1 are set) = alpha * acc, plus C when
+// add, else plus the bias row when given.
+template <int MR>
+inline __attribute__((always_inline)) void store_tile(const __m512 (&acc)[MR][2], float* c, int64_t ldc,
                                                       int64_t rows, __mmask16 m0, __mmask16 m1, float alpha, bool add,
                                                       const float* bias) {
   const __m512 f = _mm512_set1_ps(alpha);
   const __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
   const __m512 bias1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
 #pragma GCC unroll 14
-  for (int i = 0; i < kMR; ++i) {
+  for (int i = 0; i < MR; ++i) {
     if (i >= rows) break;
     float* ci = c + i * ldc;
     __m512 v0 = _mm512_mul_ps(f, acc[i][0]), v1 = _mm512_mul_ps(f, acc[i][1]);
@@ -146,16 +147,19 @@ inline __attribute__((always_inline)) void store_tile(const __m512 (&acc)[kMR][2
   }
 }
 
-// C's tile (rows [0, rows) of 14, columns where m0 / m1 are set) = alpha * a b, plus C when
-// add, else plus the bias row when given (its 32 columns); a: a micro-panel [kc][14], b: a panel
-// [kc][32]. (Not inlined: inlined into the loops below, its 28 accumulators lost registers to
-// theirs.)
-__attribute__((noinline)) void micro_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                                            int64_t rows, __mmask16 m0, __mmask16 m1, float alpha, bool add,
-                                            const float* bias) {
-  __m512 acc[kMR][2];
+// C's tile (rows [0, rows) of MR, columns where m0 / m1 are set) = alpha * a b, plus C when
+// add, else plus the bias row when given (its 32 columns); a: a micro-panel [kc][14] (rows past
+// MR unread), b: a panel [kc][32]. MR = 14 for whole micro-panels; a last one of fewer rows
+// takes the smallest of 2, 4, 6, 8 that holds them instead of summing zero rows (M = 256 has
+// 18 whole micro-panels and 4 rows: the 14-row tile wasted 4% of such a product). (Not
+// inlined: inlined into the loops below, its 28 accumulators lost registers to theirs.)
+template <int MR>
+__attribute__((noinline)) void micro_kernel_mr(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                                               int64_t rows, __mmask16 m0, __mmask16 m1, float alpha, bool add,
+                                               const float* bias) {
+  __m512 acc[MR][2];
 #pragma GCC unroll 14
-  for (int i = 0; i < kMR; ++i) {
+  for (int i = 0; i < MR; ++i) {
     acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     // C's lines are on their way while the sums run (its stores missed the cache otherwise).
     _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
@@ -167,13 +171,22 @@ __attribute__((noinline)) void micro_kernel(int64_t kc, const float* a, const fl
     _mm_prefetch(reinterpret_cast<const char*>(b + k * kNR + kPrefetchB + 16), _MM_HINT_T0);
     const __m512 b0 = _mm512_loadu_ps(b + k * kNR), b1 = _mm512_loadu_ps(b + k * kNR + 16);
 #pragma GCC unroll 14
-    for (int i = 0; i < kMR; ++i) {
+    for (int i = 0; i < MR; ++i) {
       const __m512 ai = _mm512_set1_ps(a[k * kMR + i]);
       acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
       acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
     }
   }
-  store_tile(acc, c, ldc, rows, m0, m1, alpha, add, bias);
+  store_tile<MR>(acc, c, ldc, rows, m0, m1, alpha, add, bias);
+}
+
+void micro_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int64_t rows, __mmask16 m0,
+                  __mmask16 m1, float alpha, bool add, const float* bias) {
+  if (rows > 8) return micro_kernel_mr<kMR>(kc, a, b, c, ldc, rows, m0, m1, alpha, add, bias);
+  if (rows > 6) return micro_kernel_mr<8>(kc, a, b, c, ldc, rows, m0, m1, alpha, add, bias);
+  if (rows > 4) return micro_kernel_mr<6>(kc, a, b, c, ldc, rows, m0, m1, alpha, add, bias);
+  if (rows > 2) return micro_kernel_mr<4>(kc, a, b, c, ldc, rows, m0, m1, alpha, add, bias);
+  micro_kernel_mr<2>(kc, a, b, c, ldc, rows, m0, m1, alpha, add, bias);
 }
 
 // As micro_kernel, with 14 whole rows of row-major A read in place (row i at a + i * lda)
@@ -216,7 +229,7 @@ __attribute__((noinline)) void micro_kernel_rows(int64_t kc, const float* a, int
     a0 += 4;
     a7 += 4;
   }
-  store_tile(acc, c, ldc, kMR, m0, m1, alpha, add, bias);
+  store_tile<kMR>(acc, c, ldc, kMR, m0, m1, alpha, add, bias);
 }
 
 // 14 rows of kc floats, lda apart, to dst with rows ld apart.

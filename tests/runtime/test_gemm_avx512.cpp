@@ -1,5 +1,6 @@
 // test_gemm_avx512.cpp: cpu/gemm_avx512.cpp against an f64 loop, on the edges its loops split
-// on: 14-row register tiles and 112-row blocks of A (M around 14 and 112), 32-column tiles and
+// on: 14-row register tiles (and the 2-, 4-, 6- and 8-row ones of a last partial micro-panel)
+// and 112-row blocks of A (M around 14 and 112), 32-column tiles and
 // their 16-lane halves (N around 16 and 32), 1 MB column chunks of B (N past 4096 at K 64),
 // 16-deep transposes and 320-deep K slices (K around 16 and 320, 3 slices); all four storage
 // combinations of A and B, alpha and beta (applied once over slices), leading dimensions wider
@@ -34,7 +35,7 @@ TEST(GemmAvx512, MatchesF64OnTileAndTransposeEdges) {
   SKIP_WITHOUT_AVX512();
   for (bool ta : {false, true})
     for (bool tb : {false, true})
-      for (int64_t M : {1, 13, 14, 15, 29})
+      for (int64_t M : {1, 3, 5, 7, 13, 14, 15, 18, 20, 22, 29})  // last tiles of 2, 4, 6, 8, 14 rows
         for (int64_t N : {1, 15, 16, 17, 32, 33})
           for (int64_t K : {1, 15, 16, 17, 40})
             check({M, N, K, ta, tb});
