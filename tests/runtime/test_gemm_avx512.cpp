@@ -103,7 +103,7 @@ TEST(GemmAvx512, BiasRowGivesTheBitsOfStartingFromIt) {
 TEST(GemmAvx512, RowKernelGivesThePackedBits) {
   SKIP_WITHOUT_AVX512();
   for (bool tb : {false, true})
-    // 600 = 42 whole micro-panels and 12 rows.
+    // 600 = 42 whole micro-panels and 12 rows; K = 330: two slices with B packed whole.
     for (const GemmCase& c : {GemmCase{600, 40, 330, false, tb}, GemmCase{518, 33, 64, false, tb, -0.5f, 1.0f},
                               GemmCase{512, 300, 256, false, tb, 1.0f, 0.0f}}) {
       std::mt19937 gen(unsigned(c.M * 7 + c.N + c.K));
