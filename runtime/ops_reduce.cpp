@@ -221,9 +221,14 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   Dims x_shape = x.shape();
   record_lambda("LinearBackward", {x, weight, bias}, y, [xd, wd, gx, gw, gb, x_shape](std::vector<Tensor>&& g) {
     Tensor g2 = reshape(g[0], {-1, wd.size(0)});
-    return std::vector<Tensor>{gx ? reshape(matmul(g2, wd), x_shape) : Tensor(),
-                               gw ? matmul(transpose(g2, 0, 1), xd) : Tensor(),
-                               gb ? sum(g2, {0}) : Tensor()};
+    Tensor gxs = gx ? reshape(matmul(g2, wd), x_shape) : Tensor();
+    if (gw && gb && g2.device().is_cpu()) {  // gb = the row sums of g^T, summed by the gW product
+      Tensor gt = as_matrix_stack(transpose(g2, 0, 1), {}, 1), x3 = as_matrix_stack(xd, {}, 1);
+      Tensor gW = new_empty(g2, {wd.size(0), wd.size(1)}), gB = new_empty(g2, {wd.size(0)});
+      dispatch(Op::matmul, {gt, x3}, {gW.view({1, wd.size(0), wd.size(1)}), gB});
+      return std::vector<Tensor>{gxs, gW, gB};
+    }
+    return std::vector<Tensor>{gxs, gw ? matmul(transpose(g2, 0, 1), xd) : Tensor(), gb ? sum(g2, {0}) : Tensor()};
   });
   return y;
 }

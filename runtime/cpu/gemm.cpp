@@ -107,9 +107,27 @@ template <class T> void fill_rows(T* C, int64_t ldc, int64_t M, int64_t N, const
   for (int64_t i = 0; i < M; ++i) std::copy(bias, bias + N, C + i * ldc);
 }
 
+// sums[m] += sum over k of op(A)(m, k), in f64 and in order of k (where the product's path does
+// not sum A on its own).
+template <class T> void add_row_sums(bool ta, int64_t M, int64_t K, const T* A, int64_t lda, double* sums) {
+  if (ta) {  // A stored [K, M]: rows of A^T run along memory
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t m = 0; m < M; ++m) sums[m] += double(A[k * lda + m]);
+    return;
+  }
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t k = 0; k < K; ++k) sums[m] += double(A[m * lda + k]);
+}
+
+// One thread's product; a_row_sums (zeroed by the caller) as gemm()'s.
 void sgemm_one(Path path, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-               const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias) {
-  if (path == Path::kAvx512) return gemm_avx512(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias);
+               const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias,
+               double* a_row_sums) {
+  if (a_row_sums && !(path == Path::kAvx512 && ta)) {
+    add_row_sums(ta, M, K, A, lda, a_row_sums);
+    a_row_sums = nullptr;
+  }
+  if (path == Path::kAvx512) return gemm_avx512(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, a_row_sums);
   if (bias) {
     fill_rows(C, ldc, M, N, bias);
     beta = 1.0f;
@@ -137,14 +155,15 @@ constexpr int64_t kPanelRows = 64;  // smallest row panel worth a thread of its 
 // GPT-2 124M's LM head, 256 rows x 50257 columns) the panels are column panels instead: its
 // 2-thread step was 4.6% shorter (963-969 -> 920-923 ms), llama-small's unchanged.
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-          const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias) {
+          const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias, double* a_row_sums) {
   if (bias && beta != 0.0f) throw std::invalid_argument("gemm: a bias row needs beta = 0");
+  if (a_row_sums) std::fill(a_row_sums, a_row_sums + std::max<int64_t>(M, 0), 0.0);
   const int64_t threads = omp_in_parallel() ? 1 : omp_get_max_threads();
   const bool by_cols = N >= 2 * M;  // see above: then B is the operand worth splitting
   const int64_t panels = std::min(threads, (by_cols ? N : M) / kPanelRows);
   const Path path = choose_path(ta, M, N, K);
   if (panels <= 1 || 2.0 * double(M) * double(N) * double(K) < 4e6) {
-    sgemm_one(path, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias);
+    sgemm_one(path, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, a_row_sums);
     return;
   }
 #pragma omp parallel num_threads(int(panels))
@@ -153,12 +172,14 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
     const int64_t D = by_cols ? N : M;
     const int64_t r0 = D * t / panels / 16 * 16, r1 = t + 1 == panels ? D : D * (t + 1) / panels / 16 * 16;
     if (r1 > r0) {
-      if (by_cols) {
+      if (by_cols) {  // every panel reads all of A: the first sums its rows
         const float* Bp = tb ? B + r0 * ldb : B + r0;
-        sgemm_one(path, ta, tb, M, r1 - r0, K, alpha, A, lda, Bp, ldb, beta, C + r0, ldc, bias ? bias + r0 : nullptr);
+        sgemm_one(path, ta, tb, M, r1 - r0, K, alpha, A, lda, Bp, ldb, beta, C + r0, ldc, bias ? bias + r0 : nullptr,
+                  t == 0 ? a_row_sums : nullptr);
       } else {
         const float* Ap = ta ? A + r0 : A + r0 * lda;  // A^T stored [K, M]: its rows start at column r0
-        sgemm_one(path, ta, tb, r1 - r0, N, K, alpha, Ap, lda, B, ldb, beta, C + r0 * ldc, ldc, bias);
+        sgemm_one(path, ta, tb, r1 - r0, N, K, alpha, Ap, lda, B, ldb, beta, C + r0 * ldc, ldc, bias,
+                  a_row_sums ? a_row_sums + r0 : nullptr);
       }
     }
   }
@@ -225,6 +246,14 @@ void k_matmul(const KernelArgs& args) {
     const T alpha = T(args.attrs.scale);
     T beta = T(args.attrs.beta);
     const T* bias = args.in.size() > 2 && args.in[2].defined() ? static_cast<const T*>(args.in[2].raw_data()) : nullptr;
+    // The optional second output: op(a)'s row sums [M] (linear's bias gradient, see gemm()).
+    T* row_sums = args.out.size() > 1 && args.out[1].defined() ? static_cast<T*>(args.out[1].raw_data()) : nullptr;
+    if (row_sums && (batch != 1 || args.out[1].numel() != M || !args.out[1].is_contiguous() ||
+                     args.out[1].dtype() != c.dtype()))
+      throw std::invalid_argument("matmul: row sums need one product and a contiguous [M] out of out's dtype");
+    thread_local std::vector<double> sums;  // (kept: no allocation per step)
+    sums.assign(row_sums ? size_t(M) : 0, 0.0);
+    double* const psums = row_sums ? sums.data() : nullptr;
     if (bias && (beta != T(0) || batch != 1 || args.in[2].numel() != N || !args.in[2].is_contiguous() ||
                  args.in[2].dtype() != c.dtype()))
       throw std::invalid_argument("matmul: a bias needs one product, beta 0 and a contiguous [N] row of out's dtype");
@@ -235,6 +264,11 @@ void k_matmul(const KernelArgs& args) {
         bias = nullptr;
       }
     }
+    // The f32 path sums as it multiplies; f64 (the finite-difference tests) and K = 0 here.
+    if (row_sums && (!std::is_same_v<T, float> || K == 0)) add_row_sums(la.trans, M, K, pa, la.ld, psums);
+    auto publish_row_sums = [&] {
+      if (row_sums) std::transform(sums.begin(), sums.end(), row_sums, [](double v) { return T(v); });
+    };
     if (K == 0) {
       for (int64_t i = 0; i < batch; ++i)
         for (int64_t r = 0; r < M; ++r)
@@ -243,11 +277,13 @@ void k_matmul(const KernelArgs& args) {
             x = beta == T(0) ? T(0) : beta * x;
           }
       if (bias) fill_rows(pc, ldc, M, N, bias);
+      publish_row_sums();
       return;
     }
     auto one = [&](int64_t i) {
       if constexpr (std::is_same_v<T, float>)
-        gemm(la.trans, lb.trans, M, N, K, alpha, pa + i * sa, la.ld, pb + i * sb, lb.ld, beta, pc + i * sc, ldc, bias);
+        gemm(la.trans, lb.trans, M, N, K, alpha, pa + i * sa, la.ld, pb + i * sb, lb.ld, beta, pc + i * sc, ldc, bias,
+             psums);
       else
         gemm(la.trans, lb.trans, M, N, K, alpha, pa + i * sa, la.ld, pb + i * sb, lb.ld, beta, pc + i * sc, ldc);
     };
@@ -259,6 +295,7 @@ void k_matmul(const KernelArgs& args) {
     } else {
       for (int64_t i = 0; i < batch; ++i) one(i);
     }
+    publish_row_sums();
   });
 }
 

@@ -13,8 +13,12 @@ namespace loom::runtime::cpu {
 // C[M, N] = alpha * op(A) op(B) + beta * C, row-major, op = transpose when trans_* is set.
 // lda/ldb/ldc are row strides of the stored matrices. bias (f32, beta = 0 only): a row of N added
 // to every row of C; the AVX-512 path adds it as C is written, the others start C as its rows.
+// a_row_sums (optional, [M]): set to each row's sum over k of op(A), in f64 (linear's bias
+// gradient alongside its weight gradient g^T x: the column sums of g). The AVX-512 path sums A^T
+// as it packs it; the others take a pass of their own.
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-          const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias = nullptr);
+          const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias = nullptr,
+          double* a_row_sums = nullptr);
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
           int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc);
 // The row stride to give a [rows, cols] f32 matrix that will be a product's row-major A with

@@ -41,7 +41,7 @@ namespace loom::runtime::cpu {
 bool avx512_gemm_available() { return false; }
 int64_t avx512_row_stride_in_place(int64_t, int64_t cols) { return cols; }
 void gemm_avx512(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float,
-                 float*, int64_t, const float*) {
+                 float*, int64_t, const float*, double*) {
   throw std::logic_error("gemm_avx512: this build's compiler has no AVX-512 intrinsics");
 }
 
@@ -94,11 +94,49 @@ void pack_b(bool trans, const float* B, int64_t ldb, int64_t k0, int64_t kc, int
     }
 }
 
+// As pack_a for transposed A, also adding each row's kc values to sums[r] (f64; per slice from
+// zero in order of k, then added: see gemm_avx512.h's a_row_sums). P micro-panels (a whole
+// block: P = 8, fixed, so the 16 partial sums stay in registers; converting and adding them
+// through memory made a 1024-row weight gradient 8% slower); lanes 14 and 15 of each panel's
+// load carry the next panel's rows and are not used.
+template <int P>
+void pack_a_trans_summing(const float* A, int64_t lda, int64_t m0, int64_t rows, int64_t k0, int64_t kc, float* out,
+                          double* sums) {
+  __m512d lo[P], hi[P];
+  for (int q = 0; q < P; ++q) lo[q] = hi[q] = _mm512_setzero_pd();
+  for (int64_t k = 0; k < kc; ++k) {
+    const float* src = A + (k0 + k) * lda + m0;
+#pragma GCC unroll 8
+    for (int q = 0; q < P; ++q) {
+      const __m512 v = load16(src + q * kMR, rows - q * kMR);
+      _mm512_mask_storeu_ps(out + (q * kc + k) * kMR, kMicroRows, v);
+      lo[q] = _mm512_add_pd(lo[q], _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+      hi[q] = _mm512_add_pd(hi[q], _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)));
+    }
+  }
+  alignas(64) double partial[P * 16];
+  for (int q = 0; q < P; ++q) {
+    _mm512_store_pd(partial + q * 16, lo[q]);
+    _mm512_store_pd(partial + q * 16 + 8, hi[q]);
+  }
+  for (int64_t r = 0; r < rows; ++r) sums[r] += partial[r / kMR * 16 + r % kMR];
+}
+
 // op(A)'s rows [m0, m0 + rows) and k in [k0, k0 + kc) as 14-row micro-panels [panel][k][14],
 // zero past `rows`. op(A)(m, k) is A[m * lda + k] (then 16 x 16 blocks are transposed in
 // registers), or A[k * lda + m] when transposed (then each k is a contiguous run of rows).
-void pack_a(bool trans, const float* A, int64_t lda, int64_t m0, int64_t rows, int64_t k0, int64_t kc, float* out) {
+// sums (transposed A only): see pack_a_trans_summing.
+void pack_a(bool trans, const float* A, int64_t lda, int64_t m0, int64_t rows, int64_t k0, int64_t kc, float* out,
+            double* sums = nullptr) {
   const int64_t panels = (rows + kMR - 1) / kMR;
+  if (trans && sums) {
+    static_assert(kBlockRows == 8 * kMR);
+    if (panels == 8) return pack_a_trans_summing<8>(A, lda, m0, rows, k0, kc, out, sums);
+    for (int64_t q = 0; q < panels; ++q)  // a last, partial block: one micro-panel at a time
+      pack_a_trans_summing<1>(A, lda, m0 + q * kMR, std::min(kMR, rows - q * kMR), k0, kc, out + q * kc * kMR,
+                              sums + q * kMR);
+    return;
+  }
   if (trans) {
     for (int64_t k = 0; k < kc; ++k) {
       const float* src = A + (k0 + k) * lda + m0;
@@ -279,9 +317,11 @@ bool avx512_gemm_available() {
 }
 
 void gemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias) {
+                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias,
+                 double* a_row_sums) {
   if (!avx512_gemm_available()) throw std::logic_error("gemm_avx512: this CPU has no AVX-512");
   if (bias && beta != 0.0f) throw std::invalid_argument("gemm_avx512: a bias row needs beta = 0");
+  if (a_row_sums && !trans_a) throw std::invalid_argument("gemm_avx512: row sums of A need A transposed");
   if (M <= 0 || N <= 0) return;
   if (K <= 0 || (beta != 0.0f && beta != 1.0f)) {  // C = beta C (or the bias rows) first; the
                                                     // first slice then overwrites C or adds to it
@@ -351,7 +391,8 @@ void gemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, fl
       }
       for (int64_t m0 = 0; m0 < M; m0 += kBlockRows) {
         const int64_t block_rows = std::min(kBlockRows, M - m0), micro_panels = (block_rows + kMR - 1) / kMR;
-        pack_a(trans_a, A, lda, m0, block_rows, k0, kc, a_packed);
+        // (A's rows are summed on the first column chunk only: the others pack the same A.)
+        pack_a(trans_a, A, lda, m0, block_rows, k0, kc, a_packed, a_row_sums && n0 == 0 ? a_row_sums + m0 : nullptr);
         for (int64_t q = 0; q < micro_panels; ++q)
           for (int64_t p = 0; p < panels; ++p) {
             const int64_t cols = nc - p * kNR;

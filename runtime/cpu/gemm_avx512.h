@@ -15,10 +15,14 @@ bool avx512_gemm_available();
 // kAvx512SliceK (each slice from zero, added to C in order), so the result depends on (K, the
 // element's operands) only, never on M, N or the thread count. Single-threaded; gemm() splits
 // rows (or columns) over threads. Requires avx512_gemm_available().
+// a_row_sums (op(A) transposed only: A stored [K, M], a weight gradient's output gradient):
+// adds each row's sum over k of op(A) to a_row_sums[m], in f64, as A is packed (linear's bias
+// gradient, the column sums of its output gradient, then costs no pass over that gradient of
+// its own). Each row sums in order of k within a slice, slices added in order.
 constexpr int64_t kAvx512SliceK = 320;
 void gemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                  int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
-                 const float* bias = nullptr);
+                 const float* bias = nullptr, double* a_row_sums = nullptr);
 
 
 // The row stride (floats, at least cols) that lets a row-major [rows, cols] A be read in place

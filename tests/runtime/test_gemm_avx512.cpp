@@ -96,6 +96,42 @@ TEST(GemmAvx512, BiasRowGivesTheBitsOfStartingFromIt) {
                std::invalid_argument);
 }
 
+// Row sums of A^T (linear's bias gradient), summed as A is packed: each within 1e-12 of an f64
+// loop (f64 sums in another order), on whole and partial 112-row blocks and micro-panels, K
+// slices, and two column chunks (packing A twice, summing once); the product is unchanged.
+// Non-transposed A has no packing pass to sum in: refused.
+TEST(GemmAvx512, RowSumsOfTransposedAAsItIsPacked) {
+  SKIP_WITHOUT_AVX512();
+  for (const GemmCase& c : {GemmCase{13, 40, 9, true, false}, GemmCase{1040, 64, 700, true, false},
+                            GemmCase{250, 4100, 64, true, true}, GemmCase{112, 33, 321, true, true}}) {
+    std::mt19937 gen(unsigned(c.M * 3 + c.N + c.K));
+    std::normal_distribution<float> nd;
+    std::vector<float> A(size_t(c.K * c.M)), B(size_t(c.K * c.N));
+    for (std::vector<float>* v : {&A, &B})
+      for (float& x : *v) x = nd(gen);
+    const int64_t ldb = c.trans_b ? c.K : c.N;
+    std::vector<float> plain(size_t(c.M * c.N)), summed = plain;
+    std::vector<double> sums(size_t(c.M), 0.0);
+    gemm_avx512(true, c.trans_b, c.M, c.N, c.K, 1.0f, A.data(), c.M, B.data(), ldb, 0.0f, plain.data(), c.N);
+    gemm_avx512(true, c.trans_b, c.M, c.N, c.K, 1.0f, A.data(), c.M, B.data(), ldb, 0.0f, summed.data(), c.N,
+                nullptr, sums.data());
+    EXPECT_EQ(plain, summed) << c.M << "x" << c.N << "x" << c.K;
+    for (int64_t m = 0; m < c.M; ++m) {
+      double ref = 0, mag = 0;
+      for (int64_t k = 0; k < c.K; ++k) {
+        ref += double(A[size_t(k * c.M + m)]);
+        mag += std::abs(double(A[size_t(k * c.M + m)]));
+      }
+      ASSERT_NEAR(sums[size_t(m)], ref, 1e-12 * mag) << c.M << "x" << c.N << "x" << c.K << " row " << m;
+    }
+  }
+  std::vector<float> one(64, 1.0f);
+  std::vector<double> sums(8);
+  EXPECT_THROW(gemm_avx512(false, false, 8, 8, 8, 1.0f, one.data(), 8, one.data(), 8, 0.0f, one.data(), 8, nullptr,
+                           sums.data()),
+               std::invalid_argument);
+}
+
 // Row-major A of 512 rows or more runs through the row kernel: read in place when its rows
 // spread over L1's sets, else (lda a multiple of 1024 floats) copied 14 rows at a time; fewer
 // rows are packed. All three sum each element in the same order: the same bits, checked by
