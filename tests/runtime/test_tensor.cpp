@@ -229,10 +229,10 @@ TEST(Linear, BiasAccumulatedByTheGemmEqualsMatmulPlusBias) {
 
 // linear's backward on the CPU takes the bias gradient from the weight gradient's product (the
 // row sums of g^T, summed as g^T is packed): it must equal sum(g, {0}) and leave gW as matmul's,
-// for f32 (the AVX-512 path at 300 rows of 2048 tokens; a small product through the library)
-// and f64; with a frozen weight the bias gradient is the plain sum.
+// for f32 (the AVX-512 path at 300 rows of 2048 tokens; a small product through the library),
+// f64 and bf16 storage; with a frozen weight the bias gradient is the plain sum.
 TEST(Linear, BiasGradientFromTheWeightGradientsProductIsTheRowSum) {
-  for (DType dt : {DType::f32, DType::f64})
+  for (DType dt : {DType::f32, DType::f64, DType::bf16})
     for (Dims xs : {Dims{8, 256, 96}, Dims{3, 5, 7}})
       for (bool weight_grad : {true, false}) {
         const int64_t N = xs.back() == 96 ? 300 : 4;
@@ -249,12 +249,14 @@ TEST(Linear, BiasGradientFromTheWeightGradientsProductIsTheRowSum) {
         std::vector<double> want = sum(g2, {0}).to(DType::f64).to_vector<double>();
         std::vector<double> mag = sum(abs(g2.to(DType::f64)), {0}).to_vector<double>();
         ASSERT_EQ(got.size(), size_t(N));
+        const double tol = dt == DType::bf16 ? 1e-2 : dt == DType::f32 ? 1e-7 : 1e-13;
         for (int64_t j = 0; j < N; ++j)
-          ASSERT_NEAR(got[size_t(j)], want[size_t(j)], (dt == DType::f32 ? 1e-7 : 1e-13) * mag[size_t(j)])
+          ASSERT_NEAR(got[size_t(j)], want[size_t(j)], tol * mag[size_t(j)])
               << dtype_name(dt) << " column " << j;
-        if (weight_grad)
-          EXPECT_EQ(w.grad().to_vector<double>(), matmul(transpose(g2, 0, 1), x.view({-1, xs.back()})).to_vector<double>())
-              << dtype_name(dt);
+        if (weight_grad) {
+          Tensor gw = matmul(transpose(g2, 0, 1), x.view({-1, xs.back()}));
+          EXPECT_EQ(w.grad().to_vector<double>(), gw.to_vector<double>()) << dtype_name(dt);
+        }
       }
 }
 
