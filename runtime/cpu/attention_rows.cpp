@@ -276,7 +276,7 @@ template <class T> void forward(const KernelArgs& a) {
 template <class T>
 void key_side_products(const RowLimits& lim, int64_t Tq, int64_t Tk, int64_t D, T scale, const T* P, const T* dS,
                        int64_t ld, const T* q, const T* gout, int64_t qs, T* gk, T* gv, int64_t ks, bool accumulate) {
-  static const int64_t kTile = std::getenv("KT") ? std::atoi(std::getenv("KT")) : 6;
+  constexpr int64_t kTile = small_gemm_detail::kMaxRows;
   int64_t first = 0;  // the first query row that sees key j0 (limits grow with the row)
   for (int64_t j0 = 0; j0 < Tk; j0 += kTile) {
     const int64_t keys = std::min(kTile, Tk - j0);
@@ -294,8 +294,8 @@ void key_side_products(const RowLimits& lim, int64_t Tq, int64_t Tk, int64_t D, 
     }
     const T beta = accumulate ? T(1) : T(0);
     // A = P^T: element (j, i) at i * ld + j.
-    small_gemm<T, 12>(keys, D, n, T(1), P + first * ld + j0, int64_t(1), ld, gout + first * qs, qs, beta, gvj, ks);
-    small_gemm<T, 12>(keys, D, n, scale, dS + first * ld + j0, int64_t(1), ld, q + first * qs, qs, beta, gkj, ks);
+    small_gemm(keys, D, n, T(1), P + first * ld + j0, int64_t(1), ld, gout + first * qs, qs, beta, gvj, ks);
+    small_gemm(keys, D, n, scale, dS + first * ld + j0, int64_t(1), ld, q + first * qs, qs, beta, gkj, ks);
   }
 }
 
@@ -350,7 +350,6 @@ template <class T> void backward(const KernelArgs& a) {
     PackedKeysT<T> kt, vt;
     LineVector<T> P(size_t((whole_head ? Tq : kBlockQ) * lds)), dS(P.size());
     LineVector<T> dK(whole_head ? 0 : size_t(Tk * D)), dV(dK.size());
-    LineVector<T> Kc, Qc, Gc;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t hk = item % Hkv, b = item / Hkv;
       const T* krow = pk + (b * Tk * Hkv + hk) * D;
@@ -368,11 +367,6 @@ template <class T> void backward(const KernelArgs& a) {
       }
       vt.reset(D, Tk, item);
       vt.extend(vrow, ks, D, Tk);
-      static const int mode = std::getenv("MODE") ? std::atoi(std::getenv("MODE")) : 0;
-      if (mode & 1) {
-        Kc.resize(size_t(Tk * D));
-        for (int64_t j = 0; j < Tk; ++j) std::copy(krow + j * ks, krow + j * ks + D, Kc.data() + j * D);
-      }
       const int64_t ld = vt.ld;  // packed K^T / V^T rows
       for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
         for (int64_t qb = 0; qb < nqb; ++qb) {
@@ -438,18 +432,9 @@ template <class T> void backward(const KernelArgs& a) {
             small_gemm(kend, D, rows, T(1), Pb, int64_t(1), lds, gorow, qs, T(1), dV.data(), D);    // dV += P^T gout
             small_gemm(kend, D, rows, scale, dSb, int64_t(1), lds, qrow, qs, T(1), dK.data(), D);   // dK += s dS^T Q
           }
-          if (mode & 1) small_gemm(rows, D, kend, scale, dSb, lds, int64_t(1), Kc.data(), D, T(0), gqrow, qs);
-          else small_gemm(rows, D, kend, scale, dSb, lds, int64_t(1), krow, ks, T(0), gqrow, qs);   // dQ = s dS K
+          small_gemm(rows, D, kend, scale, dSb, lds, int64_t(1), krow, ks, T(0), gqrow, qs);   // dQ = s dS K
         }
-        if (whole_head && (mode & 2)) {
-          Qc.resize(size_t(Tq * D)); Gc.resize(size_t(Tq * D));
-          const T* q0 = pq + (b * Tq * H + h) * D; const T* g0 = pgo + (b * Tq * H + h) * D;
-          for (int64_t i = 0; i < Tq; ++i) {
-            std::copy(q0 + i * qs, q0 + i * qs + D, Qc.data() + i * D);
-            std::copy(g0 + i * qs, g0 + i * qs + D, Gc.data() + i * D);
-          }
-          key_side_products(lim, Tq, Tk, D, scale, P.data(), dS.data(), lds, Qc.data(), Gc.data(), D, gkrow, gvrow, ks, h > hk * group);
-        } else if (whole_head) key_side_products(lim, Tq, Tk, D, scale, P.data(), dS.data(), lds, pq + (b * Tq * H + h) * D,
+        if (whole_head) key_side_products(lim, Tq, Tk, D, scale, P.data(), dS.data(), lds, pq + (b * Tq * H + h) * D,
                                           pgo + (b * Tq * H + h) * D, qs, gkrow, gvrow, ks, h > hk * group);
       }
       if (!whole_head)

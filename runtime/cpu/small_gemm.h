@@ -51,7 +51,7 @@ inline void tile(int64_t K, T alpha, const T* a, int64_t a_rs, int64_t a_ks, con
   using V = Vec<T, W>;
   constexpr int64_t L = kLanes<T, W>;
   V acc[MR][NV];
-#pragma GCC unroll 16
+#pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[r][v] = V{};
@@ -61,14 +61,14 @@ inline void tile(int64_t K, T alpha, const T* a, int64_t a_rs, int64_t a_ks, con
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) bv[v] = vload<V>(brow + v * L);
     const T* ak = a + k * a_ks;
-#pragma GCC unroll 16
+#pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
       const V ar = vsplat<V>(ak[r * a_rs]);
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[r][v] += ar * bv[v];
     }
   }
-#pragma GCC unroll 16
+#pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
@@ -80,12 +80,10 @@ inline void tile(int64_t K, T alpha, const T* a, int64_t a_rs, int64_t a_ks, con
 }
 
 // Rows [0, M) of a column block [c0, c0 + NV * L), MR rows at a time.
-template <class T, int NV, int W = 32, int MR = kMaxRows>
+template <class T, int NV, int W = 32>
 inline void column_block(int64_t M, int64_t K, T alpha, const T* a, int64_t a_rs, int64_t a_ks, const T* b,
                          int64_t ldb, T beta, T* c, int64_t ldc) {
   int64_t r = 0;
-  for (; r + MR <= M; r += MR)
-    tile<T, MR, NV, W>(K, alpha, a + r * a_rs, a_rs, a_ks, b, ldb, beta, c + r * ldc, ldc);
   for (; r + kMaxRows <= M; r += kMaxRows)
     tile<T, kMaxRows, NV, W>(K, alpha, a + r * a_rs, a_rs, a_ks, b, ldb, beta, c + r * ldc, ldc);
   const T* ar = a + r * a_rs;
@@ -102,7 +100,7 @@ inline void column_block(int64_t M, int64_t K, T alpha, const T* a, int64_t a_rs
 
 }  // namespace small_gemm_detail
 
-template <class T, int MR = small_gemm_detail::kMaxRows>
+template <class T>
 void small_gemm(int64_t M, int64_t N, int64_t K, T alpha, const T* a, int64_t a_rs, int64_t a_ks, const T* b,
                 int64_t ldb, T beta, T* c, int64_t ldc) {
   using namespace small_gemm_detail;
@@ -110,7 +108,7 @@ void small_gemm(int64_t M, int64_t N, int64_t K, T alpha, const T* a, int64_t a_
   constexpr int64_t L = kLanes<T, W>;
   int64_t c0 = 0;
   for (; c0 + 2 * L <= N; c0 += 2 * L)
-    column_block<T, 2, W, MR>(M, K, alpha, a, a_rs, a_ks, b + c0, ldb, beta, c + c0, ldc);
+    column_block<T, 2, W>(M, K, alpha, a, a_rs, a_ks, b + c0, ldb, beta, c + c0, ldc);
   if (c0 + L <= N) {
     column_block<T, 1, W>(M, K, alpha, a, a_rs, a_ks, b + c0, ldb, beta, c + c0, ldc);
     c0 += L;
