@@ -107,26 +107,32 @@ template <class T> void fill_rows(T* C, int64_t ldc, int64_t M, int64_t N, const
   for (int64_t i = 0; i < M; ++i) std::copy(bias, bias + N, C + i * ldc);
 }
 
-// sums[m] += sum over k of op(A)(m, k), in f64 and in order of k (where the product's path does
-// not sum A on its own).
-template <class T> void add_row_sums(bool ta, int64_t M, int64_t K, const T* A, int64_t lda, double* sums) {
-  if (ta) {  // A stored [K, M]: rows of A^T run along memory
-    for (int64_t k = 0; k < K; ++k)
-      for (int64_t m = 0; m < M; ++m) sums[m] += double(A[k * lda + m]);
+// sums[m] = sum over k of op(A)(m, k), in f64 (where the product's path does not sum A as it
+// packs it). A^T stored [K, M] sums as sum_dim sums a bias gradient: fixed blocks of rows.
+template <class T> void row_sums(bool ta, int64_t M, int64_t K, const T* A, int64_t lda, double* sums) {
+  if (ta) {
+    std::vector<double> total;
+    reduce_rows_fixed(K, M, total, [&](int64_t k, double* acc) {
+      const T* row = A + k * lda;
+      for (int64_t m = 0; m < M; ++m) acc[m] += double(row[m]);
+    });
+    std::copy(total.begin(), total.end(), sums);
     return;
   }
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t k = 0; k < K; ++k) sums[m] += double(A[m * lda + k]);
+  parallel_for(M, 16, [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; ++m) {
+      double t = 0;
+      for (int64_t k = 0; k < K; ++k) t += double(A[m * lda + k]);
+      sums[m] = t;
+    }
+  });
 }
 
-// One thread's product; a_row_sums (zeroed by the caller) as gemm()'s.
+// One thread's product; a_row_sums (zeroed by the caller; AVX-512 path with A transposed only)
+// as gemm()'s.
 void sgemm_one(Path path, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias,
                double* a_row_sums) {
-  if (a_row_sums && !(path == Path::kAvx512 && ta)) {
-    add_row_sums(ta, M, K, A, lda, a_row_sums);
-    a_row_sums = nullptr;
-  }
   if (path == Path::kAvx512) return gemm_avx512(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, a_row_sums);
   if (bias) {
     fill_rows(C, ldc, M, N, bias);
@@ -157,11 +163,17 @@ constexpr int64_t kPanelRows = 64;  // smallest row panel worth a thread of its 
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias, double* a_row_sums) {
   if (bias && beta != 0.0f) throw std::invalid_argument("gemm: a bias row needs beta = 0");
-  if (a_row_sums) std::fill(a_row_sums, a_row_sums + std::max<int64_t>(M, 0), 0.0);
   const int64_t threads = omp_in_parallel() ? 1 : omp_get_max_threads();
   const bool by_cols = N >= 2 * M;  // see above: then B is the operand worth splitting
   const int64_t panels = std::min(threads, (by_cols ? N : M) / kPanelRows);
   const Path path = choose_path(ta, M, N, K);
+  if (a_row_sums) {
+    std::fill(a_row_sums, a_row_sums + std::max<int64_t>(M, 0), 0.0);
+    if (!(path == Path::kAvx512 && ta)) {  // no packing pass to sum in: a pass of their own
+      row_sums(ta, M, K, A, lda, a_row_sums);
+      a_row_sums = nullptr;
+    }
+  }
   if (panels <= 1 || 2.0 * double(M) * double(N) * double(K) < 4e6) {
     sgemm_one(path, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, a_row_sums);
     return;
@@ -265,7 +277,7 @@ void k_matmul(const KernelArgs& args) {
       }
     }
     // The f32 path sums as it multiplies; f64 (the finite-difference tests) and K = 0 here.
-    if (row_sums && (!std::is_same_v<T, float> || K == 0)) add_row_sums(la.trans, M, K, pa, la.ld, psums);
+    if (row_sums && (!std::is_same_v<T, float> || K == 0)) cpu::row_sums(la.trans, M, K, pa, la.ld, psums);
     auto publish_row_sums = [&] {
       if (row_sums) std::transform(sums.begin(), sums.end(), row_sums, [](double v) { return T(v); });
     };
