@@ -259,13 +259,13 @@ void k_matmul(const KernelArgs& args) {
     T beta = T(args.attrs.beta);
     const T* bias = args.in.size() > 2 && args.in[2].defined() ? static_cast<const T*>(args.in[2].raw_data()) : nullptr;
     // The optional second output: op(a)'s row sums [M] (linear's bias gradient, see gemm()).
-    T* row_sums = args.out.size() > 1 && args.out[1].defined() ? static_cast<T*>(args.out[1].raw_data()) : nullptr;
-    if (row_sums && (batch != 1 || args.out[1].numel() != M || !args.out[1].is_contiguous() ||
+    T* sums_out = args.out.size() > 1 && args.out[1].defined() ? static_cast<T*>(args.out[1].raw_data()) : nullptr;
+    if (sums_out && (batch != 1 || args.out[1].numel() != M || !args.out[1].is_contiguous() ||
                      args.out[1].dtype() != c.dtype()))
       throw std::invalid_argument("matmul: row sums need one product and a contiguous [M] out of out's dtype");
     thread_local std::vector<double> sums;  // (kept: no allocation per step)
-    sums.assign(row_sums ? size_t(M) : 0, 0.0);
-    double* const psums = row_sums ? sums.data() : nullptr;
+    sums.resize(sums_out ? size_t(M) : 0);  // (gemm() and row_sums() set every element)
+    double* const psums = sums_out ? sums.data() : nullptr;
     if (bias && (beta != T(0) || batch != 1 || args.in[2].numel() != N || !args.in[2].is_contiguous() ||
                  args.in[2].dtype() != c.dtype()))
       throw std::invalid_argument("matmul: a bias needs one product, beta 0 and a contiguous [N] row of out's dtype");
@@ -277,9 +277,9 @@ void k_matmul(const KernelArgs& args) {
       }
     }
     // The f32 path sums as it multiplies; f64 (the finite-difference tests) and K = 0 here.
-    if (row_sums && (!std::is_same_v<T, float> || K == 0)) cpu::row_sums(la.trans, M, K, pa, la.ld, psums);
+    if (sums_out && (!std::is_same_v<T, float> || K == 0)) row_sums(la.trans, M, K, pa, la.ld, psums);
     auto publish_row_sums = [&] {
-      if (row_sums) std::transform(sums.begin(), sums.end(), row_sums, [](double v) { return T(v); });
+      if (sums_out) std::transform(sums.begin(), sums.end(), sums_out, [](double v) { return T(v); });
     };
     if (K == 0) {
       for (int64_t i = 0; i < batch; ++i)
