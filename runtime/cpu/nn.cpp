@@ -4,13 +4,10 @@
 // number of row chunks, so results are identical for any thread count.
 #include <cmath>
 #include <limits>
-#include <map>
-#include <memory>
-#include <mutex>
-#include <tuple>
 #include <vector>
 
 #include "runtime/cpu/common.h"
+#include "runtime/cpu/rope_table.h"
 #include "runtime/cpu/vecmath.h"
 #include "runtime/rng.h"
 
@@ -458,47 +455,8 @@ void k_rms_norm_backward(const KernelArgs& a) {
   });
 }
 
-// ---- rotary embedding, Hugging Face rotate-half convention (Su et al., RoFormer) -------------
-// y[i] = x[i] cos(p w_i) - x[i + D/2] sin(p w_i);  y[i + D/2] = x[i + D/2] cos + x[i] sin,
-// w_i = theta^(-2i/D). The backward is the same rotation by -angle (attrs.inverse).
-
-// cos(p w_i) and sign * sin(p w_i) for positions p < rows, [rows, D / 2] each.
-template <class T> struct RopeTable {
-  int64_t rows = 0;
-  std::vector<T> cos, sin;
-};
-template <class T> void rope_angles(const std::vector<double>& inv_freq, double sign, double p, T* cs, T* sn) {
-  for (size_t i = 0; i < inv_freq.size(); ++i) {
-    const double ang = p * inv_freq[i];
-    cs[i] = T(std::cos(ang));
-    sn[i] = T(sign * std::sin(ang));
-  }
-}
-// The table for (theta, D, direction) with at least `rows` positions, kept for the next call:
-// every training step's rope calls rotate positions 0..T-1 by the same angles, and tabulating
-// them (D * T libm cos and sin per call) took about half of the op's time (llama-small: 24
-// calls a step). Thread-safe; a table is never changed once shared.
-template <class T>
-std::shared_ptr<const RopeTable<T>> rope_table(double theta, int64_t D, bool inverse, const std::vector<double>& inv_freq,
-                                               int64_t rows) {
-  static std::mutex mutex;
-  static std::map<std::tuple<double, int64_t, bool>, std::shared_ptr<const RopeTable<T>>> tables;
-  std::lock_guard<std::mutex> lock(mutex);
-  auto& kept = tables[{theta, D, inverse}];
-  if (kept && kept->rows >= rows) return kept;
-  auto made = std::make_shared<RopeTable<T>>();
-  const int64_t half = D / 2;
-  made->rows = rows;
-  made->cos.resize(size_t(rows * half));
-  made->sin.resize(made->cos.size());
-  parallel_for(rows, 16, [&](int64_t b, int64_t e) {
-    for (int64_t p = b; p < e; ++p)
-      rope_angles(inv_freq, inverse ? -1.0 : 1.0, double(p), made->cos.data() + p * half, made->sin.data() + p * half);
-  });
-  kept = made;
-  return kept;
-}
-
+// ---- rotary embedding (cpu/rope_table.h): the backward is the same rotation by -angle
+// (attrs.inverse).
 void k_rope(const KernelArgs& a) {
   const Tensor& x = a.in[0];
   const Tensor& pos = a.in[1];
@@ -507,8 +465,7 @@ void k_rope(const KernelArgs& a) {
   int64_t B = x.size(0), T_ = x.size(1), H = x.size(2), D = x.size(3), half = D / 2;
   const double theta = a.attrs.alpha, sign = a.attrs.inverse ? -1.0 : 1.0;
   const int64_t* pp = pos.data<int64_t>();
-  std::vector<double> inv_freq(static_cast<size_t>(half));
-  for (int64_t i = 0; i < half; ++i) inv_freq[size_t(i)] = 1.0 / std::pow(theta, double(2 * i) / double(D));
+  const std::vector<double> inv_freq = rope_inverse_frequencies(theta, D);
   // The batch repeats positions (every row of a training batch holds 0..T-1): when they are all
   // in [0, B * T), the angles come from a table per position (rope_table) instead of per token.
   int64_t pmin = 0, pmax = -1;
@@ -522,23 +479,14 @@ void k_rope(const KernelArgs& a) {
     const T* px = static_cast<const T*>(x.raw_data());
     T* py = static_cast<T*>(a.out[0].raw_data());
     std::shared_ptr<const RopeTable<T>> tab;
-    if (table) tab = rope_table<T>(theta, D, a.attrs.inverse, inv_freq, pmax + 1);
+    if (table) tab = rope_table<T>(theta, D, a.attrs.inverse, pmax + 1);
     parallel_for(B * T_, 4, [&](int64_t b, int64_t e) {
       std::vector<T> own_cs(table ? 0 : size_t(half)), own_sn(own_cs.size());
       for (int64_t bt = b; bt < e; ++bt) {
         const T* cs = table ? tab->cos.data() + pp[bt] * half : own_cs.data();
         const T* sn = table ? tab->sin.data() + pp[bt] * half : own_sn.data();
         if (!table) rope_angles(inv_freq, sign, double(pp[bt]), own_cs.data(), own_sn.data());
-        for (int64_t h = 0; h < H; ++h) {
-          const T* xr = px + (bt * H + h) * D;
-          T* yr = py + (bt * H + h) * D;
-          for (int64_t i = 0; i < half; ++i) {
-            T x1 = xr[i], x2 = xr[i + half];
-            yr[i] = x1 * cs[i] - x2 * sn[i];
-            yr[i + half] = x2 * cs[i] + x1 * sn[i];
-          }
-          if (D % 2) yr[D - 1] = xr[D - 1];
-        }
+        for (int64_t h = 0; h < H; ++h) rope_rotate(px + (bt * H + h) * D, py + (bt * H + h) * D, cs, sn, D);
       }
     });
   });

@@ -353,35 +353,41 @@ namespace {
 // further: a call after a longer one (the table has more rows than it needs), one that needs
 // more rows, the inverse rotation, and positions past B * T (angles per token, no table) must
 // all give the rotate-half formula (checked in f64), and the inverse must undo the rotation.
+// f32 rotates 8 lanes at a time (D = 20: two blocks of 8 and 2 scalar pairs), f64 one pair at a
+// time: both within rounding of the formula (f32: 1e-6).
 TEST(Rope, TabulatedAnglesAcrossCallsMatchTheFormula) {
-  const int64_t H = 2, D = 8, half = D / 2;
-  const double theta = 500.0;
-  auto check = [&](const std::vector<int64_t>& positions, int64_t B, int64_t T) {
-    Tensor x = Tensor::randn({B, T, H, D}, 21).to(DType::f64);
-    Tensor pos = Tensor::from_vector(positions, Dims{B, T});
-    std::vector<double> xv = x.to_vector<double>(), y = rope(x, pos, theta).to_vector<double>();
-    for (int64_t bt = 0; bt < B * T; ++bt)
-      for (int64_t h = 0; h < H; ++h)
-        for (int64_t i = 0; i < half; ++i) {
-          const double ang = double(positions[size_t(bt)]) / std::pow(theta, double(2 * i) / double(D));
-          const size_t at = size_t((bt * H + h) * D + i);
-          EXPECT_NEAR(y[at], xv[at] * std::cos(ang) - xv[at + half] * std::sin(ang), 1e-12) << bt << " " << i;
-          EXPECT_NEAR(y[at + half], xv[at + half] * std::cos(ang) + xv[at] * std::sin(ang), 1e-12) << bt << " " << i;
-        }
-    // The backward rotates by -angle: back-propagating y itself gives x again.
-    Tensor xg = x.detach();
-    xg.set_requires_grad(true);
-    Tensor yg = rope(xg, pos, theta);
-    yg.backward(yg.detach());
-    const std::vector<double> back = xg.grad().to_vector<double>();
-    for (size_t i = 0; i < xv.size(); ++i) EXPECT_NEAR(back[i], xv[i], 1e-12) << i;
-  };
-  check({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, 2, 6);  // a table of 12 rows
-  check({0, 1, 2, 3}, 1, 4);                           // fewer rows than the table holds
-  std::vector<int64_t> shuffled(32);
-  for (int64_t i = 0; i < 32; ++i) shuffled[size_t(i)] = (i * 7) % 32;
-  check(shuffled, 4, 8);                                // the table grows to 32 rows
-  check({100, 7, 250, 3}, 2, 2);                       // past B * T: angles per token
+  for (DType dt : {DType::f64, DType::f32})
+    for (int64_t D : {int64_t(8), int64_t(20)}) {
+      const int64_t H = 2, half = D / 2;
+      const double theta = 500.0, tol = dt == DType::f64 ? 1e-12 : 1e-6;
+      auto check = [&](const std::vector<int64_t>& positions, int64_t B, int64_t T) {
+        Tensor x = Tensor::randn({B, T, H, D}, 21).to(dt);
+        Tensor pos = Tensor::from_vector(positions, Dims{B, T});
+        std::vector<double> xv = x.to(DType::f64).to_vector<double>();
+        std::vector<double> y = rope(x, pos, theta).to(DType::f64).to_vector<double>();
+        for (int64_t bt = 0; bt < B * T; ++bt)
+          for (int64_t h = 0; h < H; ++h)
+            for (int64_t i = 0; i < half; ++i) {
+              const double ang = double(positions[size_t(bt)]) / std::pow(theta, double(2 * i) / double(D));
+              const size_t at = size_t((bt * H + h) * D + i);
+              EXPECT_NEAR(y[at], xv[at] * std::cos(ang) - xv[at + half] * std::sin(ang), tol) << bt << " " << i;
+              EXPECT_NEAR(y[at + half], xv[at + half] * std::cos(ang) + xv[at] * std::sin(ang), tol) << bt << " " << i;
+            }
+        // The backward rotates by -angle: back-propagating y itself gives x again.
+        Tensor xg = x.detach();
+        xg.set_requires_grad(true);
+        Tensor yg = rope(xg, pos, theta);
+        yg.backward(yg.detach());
+        const std::vector<double> back = xg.grad().to(DType::f64).to_vector<double>();
+        for (size_t i = 0; i < xv.size(); ++i) EXPECT_NEAR(back[i], xv[i], tol) << i;
+      };
+      check({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, 2, 6);  // a table of 12 rows
+      check({0, 1, 2, 3}, 1, 4);                           // fewer rows than the table holds
+      std::vector<int64_t> shuffled(32);
+      for (int64_t i = 0; i < 32; ++i) shuffled[size_t(i)] = (i * 7) % 32;
+      check(shuffled, 4, 8);                               // the table grows to 32 rows
+      check({100, 7, 250, 3}, 2, 2);                       // past B * T: angles per token
+    }
 }
 }  // namespace
 }  // namespace loom::runtime
