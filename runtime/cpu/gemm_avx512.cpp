@@ -383,12 +383,12 @@ void gemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, fl
     const int64_t nc = std::min(chunk_cols, N - n0), panels = (nc + kNR - 1) / kNR;
     for (int64_t k0 = 0; k0 < K; k0 += kstep) {
       const int64_t kc = std::min(kstep, K - k0);
-      const bool add = k0 > 0 || beta != 0.0f;
       pack_b(trans_b, B, ldb, k0, kc, n0, nc, b_packed);
       if (rows_kernel) {  // 14-row micro-panels of A's rows
         for (int64_t m0 = 0; m0 < M; m0 += kMR) rows_micro_panel(m0, k0, kc, n0, nc, b_packed);
         continue;
       }
+      const bool add = k0 > 0 || beta != 0.0f;
       for (int64_t m0 = 0; m0 < M; m0 += kBlockRows) {
         const int64_t block_rows = std::min(kBlockRows, M - m0), micro_panels = (block_rows + kMR - 1) / kMR;
         // (A's rows are summed on the first column chunk only: the others pack the same A.)
