@@ -147,6 +147,31 @@ int main(int argc, char** argv) {
       attention(qg, kg, vg, mask).out.backward(go);
       for (Tensor* t : {&qg, &kg, &vg}) t->zero_grad();
     });
+    // The same calls through the general kernels (attention.cu), which a dense mask selects: here
+    // all ones, so the work is the same and the rows compare the two paths (Loom only).
+    AttentionMask dense = mask;
+    dense.mask = on(Tensor::ones({B, T, T}, DType::u8));
+    time_row("attention fwd (general kernel)", 3, flops, true, [&] { attention(q, k, v, dense); });
+    time_row("attention fwd+bwd (general kernels)", 2, 3.5 * flops, true, [&] {
+      attention(qg, kg, vg, dense).out.backward(go);
+      for (Tensor* t : {&qg, &kg, &vg}) t->zero_grad();
+    });
+  }
+  {
+    // A Llama-style head group: 16 query heads over 4 kv heads of width 128.
+    const int64_t B = 4, T = 1024, H = 16, Hkv = 4, D = 128;
+    Tensor q = on(Tensor::randn({B, T, H, D}, 20)), k = on(Tensor::randn({B, T, Hkv, D}, 21));
+    Tensor v = on(Tensor::randn({B, T, Hkv, D}, 22)), go = on(Tensor::randn({B, T, H, D}, 23));
+    AttentionMask mask;
+    mask.causal = true;
+    const double flops = 4.0 * B * H * double(T) * T * D / 2;
+    time_row("attention fwd B4 T1024 H16/4 D128 causal", 10, flops, true, [&] { attention(q, k, v, mask); });
+    for (Tensor* t : {&q, &k, &v}) t->set_requires_grad(true);
+    GradModeGuard grad(true);
+    time_row("attention fwd+bwd B4 T1024 H16/4 D128 causal", 5, 3.5 * flops, true, [&] {
+      attention(q, k, v, mask).out.backward(go);
+      for (Tensor* t : {&q, &k, &v}) t->zero_grad();
+    });
   }
   {
     // One AdamW step over 64M parameters: reads grad, param, exp_avg, exp_avg_sq; writes three.

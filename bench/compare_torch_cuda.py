@@ -80,6 +80,19 @@ def torch_rows(torch):
         qg.grad = kg.grad = vg.grad = None
 
     rows["attention fwd+bwd B8 T1024 H12 D64 causal"] = seconds_per_call(torch, 5, attn_fwd_bwd)
+    # 16 query heads over 4 kv heads of width 128 (SDPA's enable_gqa shares them as Loom does).
+    q, go = randn(4, 16, 1024, 128), randn(4, 16, 1024, 128)
+    k, v = randn(4, 4, 1024, 128), randn(4, 4, 1024, 128)
+    with torch.no_grad():
+        rows["attention fwd B4 T1024 H16/4 D128 causal"] = seconds_per_call(
+            torch, 10, lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True))
+    qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
+
+    def gqa_fwd_bwd():
+        F.scaled_dot_product_attention(qg, kg, vg, is_causal=True, enable_gqa=True).backward(go)
+        qg.grad = kg.grad = vg.grad = None
+
+    rows["attention fwd+bwd B4 T1024 H16/4 D128 causal"] = seconds_per_call(torch, 5, gqa_fwd_bwd)
     # PyTorch's fastest AdamW: the fused multi-tensor CUDA kernel (fused=True), one 64M tensor.
     p = torch.nn.Parameter(randn(1 << 26))
     p.grad = randn(1 << 26)

@@ -20,10 +20,13 @@
 // one over query rows writes gq, one over key rows (of a kv head, summing its query heads) writes
 // gk and gv; each recomputes the scores it needs.
 //
-// Contiguous f32/f64 with D <= 256; anything else runs on the host.
+// Contiguous f32/f64 with D <= 256; anything else runs on the host. f32 calls without a dense
+// mask or segments, with D in {16, 32, 64, 128}, take the tiled kernels of attention_tiled.cu.
 #include <string>
+#include <type_traits>
 #include <utility>
 
+#include "runtime/cuda/attention_tiled.h"
 #include "runtime/cuda/device.cuh"
 
 namespace loom::runtime::cuda {
@@ -364,14 +367,22 @@ bool make_mask(const KernelArgs& a, size_t first, Op op, int64_t B, int64_t Tq, 
   return true;
 }
 
-// Launches `kernel` with `smem` bytes of dynamic shared memory, raising the kernel's limit first
-// when it needs more than the default 48 KiB (f64 tiles with large D).
+// Launches one of the kernels above (kWarps warps per block) with `smem` bytes of shared memory.
 template <class K, class... Args>
 void launch(K kernel, dim3 grid, size_t smem, const char* what, Args... args) {
-  if (smem > 48 * 1024)
-    LOOM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  kernel<<<grid, kWarps * 32, smem>>>(args...);
-  check_cuda(cudaGetLastError(), what, __FILE__, __LINE__);
+  launch_with_shared_memory(kernel, grid, kWarps * 32, smem, what, args...);
+}
+
+// The fast path's view of a call (attention_tiled.h).
+TiledAttention tiled_view(const Tensor& q, const Tensor& k, const Tensor& v, const Mask& m, double scale) {
+  return TiledAttention{static_cast<const float*>(q.raw_data()), static_cast<const float*>(k.raw_data()),
+                        static_cast<const float*>(v.raw_data()), q.size(0), m.Tq, m.Tk, q.size(2), k.size(2),
+                        q.size(3), m.causal, m.q_off, m.k_off, float(scale)};
+}
+// True when the tiled kernels take the call: f32, visibility by causality alone, a head width
+// they are built for, 16-byte aligned tensors.
+bool takes_tiled_path(DType dt, const Mask& m, int64_t D, std::initializer_list<const void*> pointers) {
+  return dt == DType::f32 && !m.mask && !m.qseg && tiled_attention_applies(D, pointers);
 }
 
 // in: q, k, v, mask?, q_segments?, k_segments?, visibility?  out: out, lse
@@ -385,6 +396,9 @@ void k_attention(const KernelArgs& a) {
   if (!ok) return dispatch_on_host(Op::attention, a.in, a.out, a.attrs);
   if (B * Tq * H == 0) return;
   DeviceGuard g(device_index(q));
+  if (takes_tiled_path(dt, m, D, {q.raw_data(), k.raw_data(), v.raw_data(), a.out[0].raw_data()}))
+    return tiled_attention_forward(tiled_view(q, k, v, m, a.attrs.scale), static_cast<float*>(a.out[0].raw_data()),
+                                   static_cast<float*>(a.out[1].raw_data()));
   visit_f32_f64(dt, [&](auto z) {
     using T = decltype(z);
     size_t smem = sizeof(T) * size_t(kTile * (D + 1) + kTile * D + kWarps * D);
@@ -426,6 +440,10 @@ void k_attention_backward(const KernelArgs& a) {
           static_cast<const T*>(out.raw_data()), pg, glse.defined() ? static_cast<const T*>(glse.raw_data()) : nullptr,
           dvec.as<T>(), B, Tq, H, D);
       LOOM_CUDA_LAUNCH_CHECK("attention row-dot kernel");
+      if constexpr (std::is_same_v<T, float>) {
+        if (takes_tiled_path(dt, m, D, {pq, pk, pv, pg, pgq, pgk, pgv}))
+          return tiled_attention_backward(tiled_view(q, k, v, m, a.attrs.scale), pl, pg, dvec.as<T>(), pgq, pgk, pgv);
+      }
       size_t smem_q = sizeof(T) * size_t(2 * kTile * (D + 1) + 2 * kWarps * D);
       launch(attention_dq_kernel<T>, dim3(unsigned((Tq + kWarps - 1) / kWarps), unsigned(H), unsigned(B)), smem_q,
              "launch of attention dq kernel", pq, pk, pv, pl, pg, static_cast<const T*>(dvec.as<T>()), pgq, m, H, Hkv,

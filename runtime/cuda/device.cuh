@@ -265,6 +265,16 @@ __global__ void map_row_kernel(const T* __restrict__ full, const T* __restrict__
 // Blocks for a map over n elements in packs of V: one pack per thread, capped (grid-stride).
 inline unsigned map_grid(int64_t n, int V) { return grid_for(std::max<int64_t>(n / V, 1), kThreads); }
 
+// Launches kernel<<<grid, threads, smem>>>(args...), first raising the kernel's limit on dynamic
+// shared memory when it asks for more than the default 48 KiB; `what` names it in errors.
+template <class K, class... Args>
+void launch_with_shared_memory(K kernel, dim3 grid, int threads, size_t smem, const char* what, Args... args) {
+  if (smem > 48 * 1024)
+    LOOM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  kernel<<<grid, threads, smem>>>(args...);
+  check_cuda(cudaGetLastError(), what, __FILE__, __LINE__);
+}
+
 // Temporary device memory from the caching allocator, returned at scope exit. Safe to return
 // while kernels that use it are still queued: every Loom kernel runs on the legacy default
 // stream, so the next user of the block is ordered after them.
