@@ -57,35 +57,49 @@ __device__ inline int64_t row_at(int64_t b, int64_t t, int64_t head, int64_t T, 
   return ((b * T + t) * heads + head) * D;
 }
 
-// Rows [t0, t0 + 64) of `head` of x (zeros past T) into shared memory transposed: dst[d * kLd + r].
-template <int D>
-__device__ inline void stage_transposed(const float* __restrict__ x, float* dst, int64_t b, int64_t t0, int64_t T,
-                                        int64_t head, int64_t heads) {
-  constexpr int quads = D / 4;
-  for (int e = threadIdx.x; e < kRows * quads; e += kBlockThreads) {
-    const int r = e / quads, c = (e % quads) * 4;
+// Row stride of tiles staged as rows ([64][D + 4]): 16-byte rows on staggered banks.
+template <int D> constexpr int kRowLd = D + 4;
+
+// A thread's share of a 64-row tile of a [B, T, heads, D] tensor, loaded into registers and then
+// stored to shared memory transposed ([D][kLd]), as rows ([64][D + 4]), or both. The thread holds
+// row 16 (warp % 4) + lane % 16, quads (4 floats) 2 (warp / 4) + lane / 16 + 4k for k < D / 16:
+// each load step of a warp reads 32 contiguous bytes (a whole sector) of 16 rows, and each
+// shared-memory store step of a warp hits 32 different banks (transposed) or each 16-byte bank
+// group 4 times (rows), neither with conflicts. All loads are issued before any store.
+template <int D> struct TileShare {
+  static constexpr int kQuads = D / 16;
+  float4 v[kQuads];
+  int r, q0;
+  __device__ TileShare()
+      : r(16 * (threadIdx.x / 32 % 4) + threadIdx.x % 16), q0(2 * (threadIdx.x / 128) + threadIdx.x % 32 / 16) {}
+  __device__ int col(int k) const { return 4 * (q0 + 4 * k); }
+  // Rows [t0, t0 + 64) of `head` of x, zeros past T.
+  __device__ void load(const float* __restrict__ x, int64_t b, int64_t t0, int64_t T, int64_t head, int64_t heads) {
     const int64_t t = t0 + r;
-    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (t < T) v = *reinterpret_cast<const float4*>(x + row_at(b, t, head, T, heads, D) + c);
-    dst[(c + 0) * kLd + r] = v.x;
-    dst[(c + 1) * kLd + r] = v.y;
-    dst[(c + 2) * kLd + r] = v.z;
-    dst[(c + 3) * kLd + r] = v.w;
+    if (t < T) {
+      const float* row = x + row_at(b, t, head, T, heads, D);
+#pragma unroll
+      for (int k = 0; k < kQuads; ++k) v[k] = *reinterpret_cast<const float4*>(row + col(k));
+    } else {
+#pragma unroll
+      for (int k = 0; k < kQuads; ++k) v[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+    }
   }
-}
-// The same rows as they are: dst[r * D + d].
-template <int D>
-__device__ inline void stage_rows(const float* __restrict__ x, float* dst, int64_t b, int64_t t0, int64_t T,
-                                  int64_t head, int64_t heads) {
-  constexpr int quads = D / 4;
-  for (int e = threadIdx.x; e < kRows * quads; e += kBlockThreads) {
-    const int r = e / quads, c = (e % quads) * 4;
-    const int64_t t = t0 + r;
-    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (t < T) v = *reinterpret_cast<const float4*>(x + row_at(b, t, head, T, heads, D) + c);
-    *reinterpret_cast<float4*>(dst + r * D + c) = v;
+  __device__ void store_transposed(float* dst) const {  // dst[d * kLd + r]
+#pragma unroll
+    for (int k = 0; k < kQuads; ++k) {
+      const int c = col(k);
+      dst[(c + 0) * kLd + r] = v[k].x;
+      dst[(c + 1) * kLd + r] = v[k].y;
+      dst[(c + 2) * kLd + r] = v[k].z;
+      dst[(c + 3) * kLd + r] = v[k].w;
+    }
   }
-}
+  __device__ void store_rows(float* dst) const {  // dst[r * kRowLd + d]
+#pragma unroll
+    for (int k = 0; k < kQuads; ++k) *reinterpret_cast<float4*>(dst + r * kRowLd<D> + col(k)) = v[k];
+  }
+};
 
 // acc[i][j] += sum_d A[d][4ty + i] * B[d][4tx + j]: this thread's piece of A^T B, both operands
 // staged transposed with `Depth` rows.
@@ -104,7 +118,8 @@ __device__ inline void product_tt(const float* A, const float* B, int ty, int tx
 }
 
 // acc[i][n] += sum_c P[c][4ty + i] * R[c][column n of tx]: a [64, 64] tile staged transposed
-// times a [64, D] tile staged as rows, into this thread's rows of a [64, D] accumulator.
+// times a [64, D] tile staged as rows ([64][D + 4]), into this thread's rows of a [64, D]
+// accumulator.
 template <int D>
 __device__ inline void product_tn(const float* P, const float* R, int ty, int tx, float (&acc)[4][D / 16]) {
   using C = OutCols<D>;
@@ -114,7 +129,7 @@ __device__ inline void product_tn(const float* P, const float* R, int ty, int tx
     const float pv[4] = {p.x, p.y, p.z, p.w};
     float r[D / 16];
 #pragma unroll
-    for (int g = 0; g < C::groups; ++g) load_vec<C::vec>(R + c * D + C::col(tx, g), r + g * C::vec);
+    for (int g = 0; g < C::groups; ++g) load_vec<C::vec>(R + c * kRowLd<D> + C::col(tx, g), r + g * C::vec);
 #pragma unroll
     for (int i = 0; i < 4; ++i)
 #pragma unroll
@@ -194,11 +209,15 @@ __global__ void __launch_bounds__(kBlockThreads)
   extern __shared__ float4 smem_f4[];
   float* Qt = reinterpret_cast<float*>(smem_f4);  // [D][kLd]
   float* Kt = Qt + D * kLd;                        // [D][kLd]
-  float* Vs = Kt + D * kLd;                        // [64][D]
-  float* Pt = Vs + kRows * D;                      // [64][kLd]: probabilities, transposed
+  float* Vs = Kt + D * kLd;                        // [64][D + 4]
+  float* Pt = Vs + kRows * kRowLd<D>;              // [64][kLd]: probabilities, transposed
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   const int64_t b = blockIdx.z, h = blockIdx.y, hk = h / (a.H / a.Hkv), i0 = last_tiles_first();
-  stage_transposed<D>(a.q, Qt, b, i0, a.Tq, h, a.H);
+  {
+    TileShare<D> qs;
+    qs.load(a.q, b, i0, a.Tq, h, a.H);
+    qs.store_transposed(Qt);
+  }
   float m[4], l[4], o[4][D / 16];
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -209,8 +228,11 @@ __global__ void __launch_bounds__(kBlockThreads)
   const int64_t kend = tile_key_end(a, i0);
   for (int64_t j0 = 0; j0 < kend; j0 += kRows) {
     __syncthreads();  // the previous tile's readers of Kt, Vs and Pt are done
-    stage_transposed<D>(a.k, Kt, b, j0, a.Tk, hk, a.Hkv);
-    stage_rows<D>(a.v, Vs, b, j0, a.Tk, hk, a.Hkv);
+    TileShare<D> ks, vs;
+    ks.load(a.k, b, j0, a.Tk, hk, a.Hkv);
+    vs.load(a.v, b, j0, a.Tk, hk, a.Hkv);
+    ks.store_transposed(Kt);
+    vs.store_rows(Vs);
     __syncthreads();
     float s[4][4] = {};
     product_tt<D>(Qt, Kt, ty, tx, s);
@@ -264,12 +286,17 @@ __global__ void __launch_bounds__(kBlockThreads)
   float* Gt = Qt + D * kLd;                        // [D][kLd]: gout rows, transposed
   float* Kt = Gt + D * kLd;                        // [D][kLd]
   float* Vt = Kt + D * kLd;                        // [D][kLd]
-  float* Ks = Vt + D * kLd;                        // [64][D]
-  float* St = Ks + kRows * D;                      // [64][kLd]: dS, transposed
+  float* Ks = Vt + D * kLd;                        // [64][D + 4]
+  float* St = Ks + kRows * kRowLd<D>;              // [64][kLd]: dS, transposed
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   const int64_t b = blockIdx.z, h = blockIdx.y, hk = h / (a.H / a.Hkv), i0 = last_tiles_first();
-  stage_transposed<D>(a.q, Qt, b, i0, a.Tq, h, a.H);
-  stage_transposed<D>(gout, Gt, b, i0, a.Tq, h, a.H);
+  {
+    TileShare<D> qs, gs;
+    qs.load(a.q, b, i0, a.Tq, h, a.H);
+    gs.load(gout, b, i0, a.Tq, h, a.H);
+    qs.store_transposed(Qt);
+    gs.store_transposed(Gt);
+  }
   float L[4], Di[4], acc[4][D / 16];
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -282,9 +309,12 @@ __global__ void __launch_bounds__(kBlockThreads)
   const int64_t kend = tile_key_end(a, i0);
   for (int64_t j0 = 0; j0 < kend; j0 += kRows) {
     __syncthreads();
-    stage_transposed<D>(a.k, Kt, b, j0, a.Tk, hk, a.Hkv);
-    stage_transposed<D>(a.v, Vt, b, j0, a.Tk, hk, a.Hkv);
-    stage_rows<D>(a.k, Ks, b, j0, a.Tk, hk, a.Hkv);
+    TileShare<D> ks, vs;
+    ks.load(a.k, b, j0, a.Tk, hk, a.Hkv);
+    vs.load(a.v, b, j0, a.Tk, hk, a.Hkv);
+    ks.store_transposed(Kt);
+    ks.store_rows(Ks);
+    vs.store_transposed(Vt);
     __syncthreads();
     float s[4][4] = {}, dp[4][4] = {};
     product_tt<D>(Qt, Kt, ty, tx, s);
@@ -320,14 +350,19 @@ __global__ void __launch_bounds__(kBlockThreads)
   float* Vt = Kt + D * kLd;                        // [D][kLd]
   float* Xq = Vt + D * kLd;                        // [D][kLd], then [64 queries][kLd keys]
   float* Xg = Xq + kX;                             // likewise
-  float* Qs = Xg + kX;                             // [64][D]
-  float* Gs = Qs + kRows * D;                      // [64][D]
-  float* Ls = Gs + kRows * D;                      // [64]: the query tile's lse
+  float* Qs = Xg + kX;                             // [64][D + 4]
+  float* Gs = Qs + kRows * kRowLd<D>;              // [64][D + 4]
+  float* Ls = Gs + kRows * kRowLd<D>;              // [64]: the query tile's lse
   float* Ds = Ls + kRows;                          // [64]: and D_i
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   const int64_t b = blockIdx.z, hk = blockIdx.y, group = a.H / a.Hkv, j0 = int64_t(blockIdx.x) * kRows;
-  stage_transposed<D>(a.k, Kt, b, j0, a.Tk, hk, a.Hkv);
-  stage_transposed<D>(a.v, Vt, b, j0, a.Tk, hk, a.Hkv);
+  {
+    TileShare<D> ks, vs;
+    ks.load(a.k, b, j0, a.Tk, hk, a.Hkv);
+    vs.load(a.v, b, j0, a.Tk, hk, a.Hkv);
+    ks.store_transposed(Kt);
+    vs.store_transposed(Vt);
+  }
   float dk[4][D / 16], dv[4][D / 16];
 #pragma unroll
   for (int i = 0; i < 4; ++i)
@@ -337,10 +372,13 @@ __global__ void __launch_bounds__(kBlockThreads)
   for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
     for (int64_t i0 = qstart; i0 < a.Tq; i0 += kRows) {
       __syncthreads();  // the previous tile's readers of Xq, Xg, Qs, Gs are done
-      stage_transposed<D>(a.q, Xq, b, i0, a.Tq, h, a.H);
-      stage_transposed<D>(gout, Xg, b, i0, a.Tq, h, a.H);
-      stage_rows<D>(a.q, Qs, b, i0, a.Tq, h, a.H);
-      stage_rows<D>(gout, Gs, b, i0, a.Tq, h, a.H);
+      TileShare<D> qs, gs;
+      qs.load(a.q, b, i0, a.Tq, h, a.H);
+      gs.load(gout, b, i0, a.Tq, h, a.H);
+      qs.store_transposed(Xq);
+      qs.store_rows(Qs);
+      gs.store_transposed(Xg);
+      gs.store_rows(Gs);
       for (int r = threadIdx.x; r < kRows; r += kBlockThreads) {
         const int64_t qi = i0 + r;
         Ls[r] = qi < a.Tq ? lse[(b * a.H + h) * a.Tq + qi] : -INFINITY;
@@ -402,7 +440,7 @@ bool tiled_attention_applies(int64_t D, std::initializer_list<const void*> point
 void tiled_attention_forward(const TiledAttention& a, float* out, float* lse) {
   with_head_width(a.D, [&](auto width) {
     constexpr int D = decltype(width)::value;
-    const size_t smem = sizeof(float) * size_t(2 * D * kLd + kRows * D + kRows * kLd);
+    const size_t smem = sizeof(float) * size_t(2 * D * kLd + kRows * kRowLd<D> + kRows * kLd);
     launch_with_shared_memory(forward_kernel<D>, dim3(tiles(a.Tq), unsigned(a.H), unsigned(a.B)), kBlockThreads,
                               smem, "launch of tiled attention kernel", a, out, lse);
   });
@@ -412,12 +450,12 @@ void tiled_attention_backward(const TiledAttention& a, const float* lse, const f
                               float* gq, float* gk, float* gv) {
   with_head_width(a.D, [&](auto width) {
     constexpr int D = decltype(width)::value;
-    const size_t smem_q = sizeof(float) * size_t(4 * D * kLd + kRows * D + kRows * kLd);
+    const size_t smem_q = sizeof(float) * size_t(4 * D * kLd + kRows * kRowLd<D> + kRows * kLd);
     launch_with_shared_memory(dq_kernel<D>, dim3(tiles(a.Tq), unsigned(a.H), unsigned(a.B)), kBlockThreads, smem_q,
                               "launch of tiled attention dq kernel", a, lse, gout, Dv, gq);
     if (a.Tk == 0) return;  // no keys, no key gradients
     constexpr int kX = (D > kRows ? D : kRows) * kLd;
-    const size_t smem_kv = sizeof(float) * size_t(2 * D * kLd + 2 * kX + 2 * kRows * D + 2 * kRows);
+    const size_t smem_kv = sizeof(float) * size_t(2 * D * kLd + 2 * kX + 2 * kRows * kRowLd<D> + 2 * kRows);
     launch_with_shared_memory(dkv_kernel<D>, dim3(tiles(a.Tk), unsigned(a.Hkv), unsigned(a.B)), kBlockThreads,
                               smem_kv, "launch of tiled attention dk/dv kernel", a, lse, gout, Dv, gk, gv);
   });
