@@ -2,11 +2,12 @@
 // the bytes it must move (or FLOPs for matmul) as a rate, and that rate beside the device's
 // measured peaks: a device-to-device copy's bandwidth and the best f32 GEMM rate seen.
 // `bench/compare_torch_cuda.py` runs this with --json and times the same ops in PyTorch.
-// Run: build/bench/bench_cuda [--json FILE] [--device N]
+// Run: build/bench/bench_cuda [--json FILE] [--device N] [--only TEXT]
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -61,14 +62,18 @@ struct Row {
 
 int main(int argc, char** argv) {
   const char* json_path = nullptr;
+  std::string only;  // time only the rows whose name holds this text
   int device = 0;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) {
       json_path = argv[++i];
     } else if (!std::strcmp(argv[i], "--device") && i + 1 < argc) {
       device = std::atoi(argv[++i]);
+    } else if (!std::strcmp(argv[i], "--only") && i + 1 < argc) {
+      only = argv[++i];
     } else {
-      std::printf("usage: bench_cuda [--json FILE] [--device N]\n");
+      std::printf("usage: bench_cuda [--json FILE] [--device N] [--only TEXT]\n"
+                  "  --only TEXT  time only the rows whose name contains TEXT (the peaks too only if they match)\n");
       return std::strcmp(argv[i], "--help") == 0 ? 0 : 2;
     }
   }
@@ -83,6 +88,7 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   auto on = [&](const Tensor& t) { return to_device(t, dev); };
   auto time_row = [&](const std::string& name, int reps, double amount, bool gflops, const std::function<void()>& fn) {
+    if (name.find(only) == std::string::npos) return;
     Row r{name, 0, 0, amount, gflops};
     r.seconds = seconds_per_call(reps, fn, &r.host_seconds);
     rows.push_back(r);
@@ -199,9 +205,13 @@ int main(int argc, char** argv) {
     });
   }
 
-  double copy_bw = rows[0].amount / rows[0].seconds / 1e9, gemm_peak = 0;
-  for (const Row& r : rows)
-    if (r.gflops && r.name.rfind("matmul", 0) == 0) gemm_peak = std::max(gemm_peak, r.amount / r.seconds / 1e9);
+  // The peaks (NaN when --only left their rows out).
+  double copy_bw = std::nan(""), gemm_peak = std::nan("");
+  for (const Row& r : rows) {
+    const double rate = r.amount / r.seconds / 1e9;
+    if (r.name == "copy 256 MiB") copy_bw = rate;
+    if (r.gflops && r.name.rfind("matmul", 0) == 0) gemm_peak = std::isnan(gemm_peak) ? rate : std::max(gemm_peak, rate);
+  }
   std::printf("Loom CUDA kernels on %s (%d SMs)\n", prop.name, prop.multiProcessorCount);
   for (const Row& r : rows) {
     double rate = r.amount / r.seconds / 1e9;

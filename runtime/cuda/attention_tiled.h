@@ -1,8 +1,9 @@
 // cuda/attention_tiled.h: the fast path of attention.cu for the common case (f32, causal or
 // full visibility with offsets, no dense mask or segments, head width 16, 32, 64 or 128):
-// FlashAttention-2's tiling on CUDA cores. Each block takes a 64 x 64 tile of the score matrix
-// at a time, each of its 256 threads a 4 x 4 piece held in registers, with both operands in
-// shared memory; the softmax runs online over key tiles, and the T x T matrix is never built.
+// FlashAttention-2's tiling on CUDA cores. Each block takes a 128 x 64 or 64 x 64 tile of the
+// score matrix at a time, each of its 256 threads an 8 x 4 or 4 x 4 piece held in registers,
+// with both operands in shared memory; the softmax runs online over key tiles, and the T x T
+// matrix is never built.
 // Same outputs and conventions as the general kernels (attention.cu's header).
 #pragma once
 #include <cstdint>
