@@ -46,8 +46,7 @@ std::vector<optim::ParamRef> refs(TransformerLM& m) {
 // (AdamW's first step moves every weight by about lr whatever its gradient's size, so a
 // gradient that is 1e-9 on one device and -1e-9 on the other would differ by 2 lr; its
 // kernel is compared with the CPU's in test_cuda.cpp).
-void expect_gpu_step_matches_cpu(const ModelConfig& cfg, const std::string& what) {
-  const int64_t B = 3, T = 24;
+void expect_gpu_step_matches_cpu(const ModelConfig& cfg, const std::string& what, int64_t B = 3, int64_t T = 24) {
   TransformerLM cpu(cfg, 7), gpu_model(cfg, 7);
   gpu_model.to(kGpu);
   optim::SGD opt_cpu(refs(cpu), {}), opt_gpu(refs(gpu_model), {});
@@ -92,6 +91,15 @@ TEST(CudaModel, Gpt2StepMatchesCpu) {
   ModelConfig c = ModelConfig::gpt2(61, 64, 2, 4);
   c.max_seq_len = 32;
   expect_gpu_step_matches_cpu(c, "gpt2");
+}
+
+// A long sequence: attention over 1024 positions in many query and key tiles, and the learned
+// positions' gradient over all of them.
+TEST(CudaModel, Gpt2LongSequenceStepMatchesCpu) {
+  SKIP_WITHOUT_CUDA();
+  ModelConfig c = ModelConfig::gpt2(61, 64, 2, 1);  // one head of width 64
+  c.max_seq_len = 1024;
+  expect_gpu_step_matches_cpu(c, "gpt2 T 1024", 2, 1024);
 }
 
 }  // namespace

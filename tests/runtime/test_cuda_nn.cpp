@@ -32,14 +32,14 @@ struct AttnCase {
 // f32 cases with D in {16, 32, 64, 128} and no mask or segments run the tiled kernels
 // (attention_tiled.cu, 64 x 64 tiles): those below also cover several query and key tiles with
 // ragged ends, Tk != Tq, every tiled head width, a 4:1 head group, and causal offsets under
-// which the first 20 queries see no key.
+// which the first 20 queries see no key; the last is GPT-2's T = 1024 at D = 64.
 const AttnCase kAttnCases[] = {
     {2, 70, 70, 4, 2, 32, true, 0, 0, false, false},      {1, 33, 65, 2, 2, 80, false, 0, 0, false, false},
     {2, 40, 40, 4, 1, 64, true, 40, 0, false, false},     {2, 37, 29, 2, 1, 16, false, 0, 0, true, false},
     {3, 50, 50, 2, 2, 24, true, 0, 0, false, true},       {1, 20, 36, 2, 2, 256, true, 16, 0, false, false},
     {2, 130, 130, 8, 2, 64, true, 0, 0, false, false},    {1, 70, 200, 2, 2, 128, false, 0, 0, false, false},
     {2, 100, 100, 2, 1, 16, true, 0, 20, false, false},   {1, 50, 150, 4, 4, 32, true, 70, 0, false, false},
-    {1, 129, 65, 2, 2, 128, true, 64, 0, false, false},
+    {1, 129, 65, 2, 2, 128, true, 64, 0, false, false},   {1, 1024, 1024, 2, 2, 64, true, 0, 0, false, false},
 };
 
 // Inputs of one case: q, k, v, mask?, q_segments?, k_segments?, visibility? (CPU tensors).
