@@ -34,6 +34,7 @@
 #include "runtime/cpu/gemm.h"
 #include "runtime/kernels.h"
 #include "runtime/ops.h"
+#include "runtime/safetensors.h"
 
 using namespace loom;
 using runtime::Tensor;
@@ -47,6 +48,7 @@ struct Args {
   int steps = 10, warmup = 3, threads = 1;
   uint64_t seed = 1234;
   bool json = false;
+  std::string save_init;  // write the initial parameters and the batches here (safetensors)
   runtime::Device device = runtime::Device::cpu();
 };
 
@@ -54,7 +56,9 @@ struct Args {
   std::fprintf(code ? stderr : stdout,
                "bench_train: %s\nusage: bench_train --preset llama|gpt2 --vocab V --d D --layers L --heads H "
                "[--kv-heads K] --seq T --batch B --steps N --warmup W --threads n [--seed S] [--device cpu|cuda[:N]] "
-               "[--matmul-precision f32|bf16] [--json]\n",
+               "[--matmul-precision f32|bf16] [--save-init FILE] [--json]\n"
+               "  --save-init FILE  also write the initial parameters (Hugging Face names) and the four batches\n"
+               "                    (data.x0..3, data.y0..3) to FILE, for torch_model.py --load-init\n",
                why);
   std::exit(code);
 }
@@ -84,6 +88,7 @@ Args parse(int argc, char** argv) {
     else if (k == "--seed") a.seed = std::strtoull(v, nullptr, 10);
     else if (k == "--device") a.device = runtime::Device::parse(v);
     else if (k == "--matmul-precision") a.matmul_precision = v;
+    else if (k == "--save-init") a.save_init = v;
     else usage(("unknown option " + k).c_str());
   }
   if (a.preset != "llama" && a.preset != "gpt2") usage("--preset must be llama or gpt2");
@@ -179,6 +184,15 @@ int main(int argc, char** argv) {
     inputs.push_back(Tensor::from_vector(x, {B, T}).to(a.device));
     targets.push_back(Tensor::from_vector(y, {B * T}).to(a.device));
   }
+  if (!a.save_init.empty()) {  // the same start for PyTorch (bench/compare_trajectory.py)
+    std::vector<std::pair<std::string, Tensor>> out;
+    for (auto& p : model.parameters()) out.push_back({p.name, p.tensor.to(runtime::Device::cpu())});
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      out.push_back({"data.x" + std::to_string(i), inputs[i].to(runtime::Device::cpu())});
+      out.push_back({"data.y" + std::to_string(i), targets[i].to(runtime::Device::cpu())});
+    }
+    runtime::write_safetensors(a.save_init, out);
+  }
 
   std::vector<double> step_s, losses;
   for (int s = 0; s < a.warmup + a.steps; ++s) {
@@ -214,10 +228,12 @@ int main(int argc, char** argv) {
     std::printf("], \"median_step_s\": %.6f, \"mean_step_s\": %.6f, \"tokens_per_s\": %.1f, "
                 "\"flops_per_token\": %.1f, \"achieved_gflops\": %.3f, \"gemm_peak_gflops\": %.3f, \"mfu\": %.5f, "
                 "\"peak_rss_mb\": %.1f, \"gemm_library\": \"%s\", \"matmul_precision\": \"%s\", \"first_loss\": %.6f, "
-                "\"last_loss\": %.6f}\n",
+                "\"last_loss\": %.6f, \"losses\": [",
                 med, mean, tokens / med, fpt, achieved / 1e9, gemm_peak / 1e9, achieved / gemm_peak, peak_rss_mb(),
                 on_cpu ? runtime::cpu::gemm_library() : "cublas", a.matmul_precision.c_str(), losses.front(),
                 losses.back());
+    for (size_t i = 0; i < losses.size(); ++i) std::printf("%s%.6f", i ? ", " : "", losses[i]);
+    std::printf("]}\n");
   } else {
     std::printf("loom %s V%lld d%lld L%lld H%lld T%lld B%lld on %s, %d thread(s), %lld params, GEMM %s\n",
                 a.preset.c_str(), (long long)V, (long long)a.d, (long long)a.layers, (long long)a.heads, (long long)T,

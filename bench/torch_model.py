@@ -12,6 +12,8 @@ Run:  python bench/torch_model.py --preset llama --vocab 4096 --d 128 --layers 4
           --seq 128 --batch 16 --steps 10 --warmup 3 --threads 1 [--adamw fused|foreach|forloop]
       python bench/torch_model.py ... --probe-adamw   # times each AdamW implementation, prints JSON
       python bench/torch_model.py ... --precision autocast|medium   # bf16 matmuls (see PRECISIONS)
+      python bench/torch_model.py ... --load-init FILE   # start from bench_train --save-init's
+                                                          # parameters and batches
 """
 import argparse
 import contextlib
@@ -223,6 +225,51 @@ def batches(c, batch, seed):
     return out
 
 
+SAFETENSORS_DTYPES = {"F32": torch.float32, "F64": torch.float64, "I64": torch.int64, "I32": torch.int32,
+                      "BF16": torch.bfloat16, "F16": torch.float16, "U8": torch.uint8}
+
+
+def read_safetensors(path):
+    """{name: tensor} of a safetensors file (the format's 8-byte header size, JSON header, data)."""
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+        data = f.read()
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = info["data_offsets"]
+        t = torch.frombuffer(bytearray(data[begin:end]), dtype=SAFETENSORS_DTYPES[info["dtype"]])
+        out[name] = t.reshape(info["shape"])
+    return out
+
+
+def torch_name(loom_name):
+    """This model's parameter name for a Loom (Hugging Face) one: model.layers.0.self_attn.q_proj.weight
+    -> layers.0.q_proj.weight."""
+    name = loom_name[len("model."):] if loom_name.startswith("model.") else loom_name
+    return name.replace("self_attn.", "").replace("mlp.", "")
+
+
+def load_init(model, path, device):
+    """Copies bench_train --save-init's parameters into `model` (every one, shapes checked) and
+    returns its four batches [(x [B, T], y [B * T])]."""
+    saved = read_safetensors(path)
+    own = dict(model.named_parameters())
+    for name, t in saved.items():
+        if name.startswith("data."):
+            continue
+        mine = own.pop(torch_name(name), None)
+        if mine is None or mine.shape != t.shape:
+            raise SystemExit(f"--load-init {path}: {name} {list(t.shape)} has no match in this model")
+        with torch.no_grad():
+            mine.copy_(t)
+    if own:
+        raise SystemExit(f"--load-init {path}: no value for {', '.join(own)}")
+    return [(saved[f"data.x{i}"].to(device), saved[f"data.y{i}"].to(device)) for i in range(4)]
+
+
 def probe_adamw(model, reps=5):
     """Seconds per optimizer step for each AdamW implementation (random grads, not timed in runs)."""
     res = {}
@@ -256,6 +303,7 @@ def main():
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N] (TF32 off, like Loom's full-FP32 cuBLAS)")
     ap.add_argument("--precision", choices=list(PRECISIONS), default="f32",
                     help="; ".join(f"{k}: {v}" for k, v in PRECISIONS.items()))
+    ap.add_argument("--load-init", metavar="FILE", help="start from bench_train --save-init's parameters and batches")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
 
@@ -279,7 +327,10 @@ def main():
         return
 
     opt = make_optimizer(model, a.adamw)
-    data = [(x.to(device), y.to(device)) for x, y in batches(c, a.batch, a.seed)]
+    if a.load_init:
+        data = load_init(model, a.load_init, device)
+    else:
+        data = [(x.to(device), y.to(device)) for x, y in batches(c, a.batch, a.seed)]
     step_s, losses = [], []
     for s in range(a.warmup + a.steps):
         x, y = data[s % 4]
@@ -313,7 +364,7 @@ def main():
         "mfu": fpt * tokens / med / peak, "peak_rss_mb": peak_rss_mb(), "rss_after_import_mb": RSS_AFTER_IMPORT_MB,
         "gemm_library": "cublas" if on_gpu else ("mkl" if torch.backends.mkl.is_available() else "other"),
         "torch_version": torch.__version__, "precision": a.precision, "matmul_rel_err": rel_err,
-        "first_loss": losses[0], "last_loss": losses[-1],
+        "first_loss": losses[0], "last_loss": losses[-1], "losses": losses,
     }
     if a.json:
         print(json.dumps(out))
