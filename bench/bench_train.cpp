@@ -7,7 +7,11 @@
 //
 //   bench_train --preset llama|gpt2 --vocab V --d D --layers L --heads H [--kv-heads K]
 //               --seq T --batch B --steps N --warmup W --threads n [--seed S] [--device D]
-//               [--matmul-precision f32|bf16] [--json]
+//               [--matmul-precision f32|bf16] [--save-init FILE] [--json]
+//
+// --save-init FILE writes the initial parameters and the four batches for torch_model.py
+// --load-init (bench/compare_trajectory.py: both frameworks from the same start). --json prints
+// one line with the timings and every step's loss.
 //
 // --matmul-precision bf16 computes the f32 products in bf16 on AMX (f32 sums and master
 // weights; cpu/gemm.h); the GEMM peak is then the bf16 path's square-512 rate.
