@@ -40,9 +40,14 @@ def args_of(cfg, warmup, steps):
 
 
 def run(cmd):
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    """The JSON line a benchmark program prints last; stops the calling script if the program fails."""
+    me = os.path.basename(sys.argv[0])
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as e:
+        sys.exit(f"{me}: cannot run {cmd[0]}: {e.strerror}")
     if r.returncode != 0:
-        sys.exit(f"compare_torch_gpu: {' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
+        sys.exit(f"{me}: {' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 

@@ -14,20 +14,11 @@ Everything after `--` goes to both programs (their shared options: preset, sizes
 threads, seed, device).
 """
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_json(cmd):
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"compare_trajectory: {' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+from compare_torch_gpu import ROOT, run as run_json  # the last JSON line of a benchmark program
 
 
 def main():
