@@ -136,32 +136,34 @@ int main(int argc, char** argv) {
     // Includes the target check's 8-byte read-back (one device sync per call).
     time_row("cross_entropy [2048,32000]", 20, 4.0 * RV * V, false, [&] { cross_entropy(logits, target); });
   }
+  // Attention rows: the forward alone, and forward + backward through autograd. FLOPs: 4 B H Tq Tk D
+  // for QK^T and PV, halved by causality; the backward counted as 2.5x the forward (as
+  // bench_kernels does).
+  auto time_attention = [&](const std::string& what, const Tensor& q, const Tensor& k, const Tensor& v,
+                            const Tensor& go, const AttentionMask& mask, int reps_fwd, int reps_bwd) {
+    const double flops = 4.0 * q.size(0) * q.size(2) * double(q.size(1)) * k.size(1) * q.size(3) / 2;
+    time_row("attention fwd " + what, reps_fwd, flops, true, [&] { attention(q, k, v, mask); });
+    std::vector<Tensor> p = {q.clone(), k.clone(), v.clone()};
+    for (Tensor& t : p) t.set_requires_grad(true);
+    GradModeGuard grad(true);
+    time_row("attention fwd+bwd " + what, reps_bwd, 3.5 * flops, true, [&] {
+      attention(p[0], p[1], p[2], mask).out.backward(go);
+      for (Tensor& t : p) t.zero_grad();
+    });
+  };
   {
-    // Causal attention at GPT-2 124M's shape with T = 1024: 4 B H T^2 D flops for QK^T and PV,
-    // halved by causality; backward is counted as 2.5x forward (as bench_kernels does).
+    // Causal attention at GPT-2 124M's shape with T = 1024.
     const int64_t B = 8, T = 1024, H = 12, D = 64;
     Tensor q = on(Tensor::randn({B, T, H, D}, 16)), k = on(Tensor::randn({B, T, H, D}, 17));
     Tensor v = on(Tensor::randn({B, T, H, D}, 18)), go = on(Tensor::randn({B, T, H, D}, 19));
     AttentionMask mask;
     mask.causal = true;
-    const double flops = 4.0 * B * H * double(T) * T * D / 2;
-    time_row("attention fwd B8 T1024 H12 D64 causal", 10, flops, true, [&] { attention(q, k, v, mask); });
-    Tensor qg = q.clone(), kg = k.clone(), vg = v.clone();
-    for (Tensor* t : {&qg, &kg, &vg}) t->set_requires_grad(true);
-    GradModeGuard grad(true);
-    time_row("attention fwd+bwd B8 T1024 H12 D64 causal", 5, 3.5 * flops, true, [&] {
-      attention(qg, kg, vg, mask).out.backward(go);
-      for (Tensor* t : {&qg, &kg, &vg}) t->zero_grad();
-    });
+    time_attention("B8 T1024 H12 D64 causal", q, k, v, go, mask, 10, 5);
     // The same calls through the general kernels (attention.cu), which a dense mask selects: here
     // all ones, so the work is the same and the rows compare the two paths (Loom only).
     AttentionMask dense = mask;
     dense.mask = on(Tensor::ones({B, T, T}, DType::u8));
-    time_row("attention fwd (general kernel)", 3, flops, true, [&] { attention(q, k, v, dense); });
-    time_row("attention fwd+bwd (general kernels)", 2, 3.5 * flops, true, [&] {
-      attention(qg, kg, vg, dense).out.backward(go);
-      for (Tensor* t : {&qg, &kg, &vg}) t->zero_grad();
-    });
+    time_attention("(general kernels)", q, k, v, go, dense, 3, 2);
   }
   {
     // A Llama-style head group: 16 query heads over 4 kv heads of width 128.
@@ -170,14 +172,7 @@ int main(int argc, char** argv) {
     Tensor v = on(Tensor::randn({B, T, Hkv, D}, 22)), go = on(Tensor::randn({B, T, H, D}, 23));
     AttentionMask mask;
     mask.causal = true;
-    const double flops = 4.0 * B * H * double(T) * T * D / 2;
-    time_row("attention fwd B4 T1024 H16/4 D128 causal", 10, flops, true, [&] { attention(q, k, v, mask); });
-    for (Tensor* t : {&q, &k, &v}) t->set_requires_grad(true);
-    GradModeGuard grad(true);
-    time_row("attention fwd+bwd B4 T1024 H16/4 D128 causal", 5, 3.5 * flops, true, [&] {
-      attention(q, k, v, mask).out.backward(go);
-      for (Tensor* t : {&q, &k, &v}) t->zero_grad();
-    });
+    time_attention("B4 T1024 H16/4 D128 causal", q, k, v, go, mask, 10, 5);
   }
   {
     // One AdamW step over 64M parameters: reads grad, param, exp_avg, exp_avg_sq; writes three.
