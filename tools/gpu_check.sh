@@ -9,8 +9,10 @@
 #  5. compute-sanitizer (last: the slowest): memcheck over the CUDA tests, racecheck over the
 #     shared-memory kernels, each run limited to $GPU_CHECK_SANITIZER_TIMEOUT seconds (600).
 # BUILD_DIR (default build) must hold tests/loom_{runtime,models,parallel}_tests and
-# bench/{bench_cuda,bench_train}. Logs and the benchmark JSON go to OUT_DIR (default
-# gpu-check-out). Exits non-zero when any step fails; every step runs regardless.
+# bench/{bench_cuda,bench_train}: a CUDA build, or the folder tools/gpu_bundle.sh packs for a GPU
+# machine without the build's dependencies (its lib/ goes first on LD_LIBRARY_PATH). Logs and
+# the benchmark JSON go to OUT_DIR (default gpu-check-out). Exits non-zero when any step fails;
+# every step runs regardless.
 set -uo pipefail
 if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then
   sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//'
@@ -20,6 +22,9 @@ cd "$(dirname "$0")/.."
 build=${1:-build}
 out=${2:-gpu-check-out}
 mkdir -p "$out"
+if [ -d "$build/lib" ]; then  # a gpu_bundle.sh folder: the libraries it carries
+  export LD_LIBRARY_PATH="$(cd "$build/lib" && pwd)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
 gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
 if [ "${gpus:-0}" -eq 0 ]; then
   echo "gpu_check: no GPU visible (nvidia-smi -L lists none)" >&2
