@@ -141,9 +141,8 @@ const char* env_or(const char* name, const char* dflt) {
   return v ? v : dflt;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+// The whole program: parse, build, train, report (main turns its exceptions into a message).
+int run(int argc, char** argv) {
   Args a = parse(argc, argv);
   omp_set_num_threads(a.threads);
   try {
@@ -249,4 +248,15 @@ int main(int argc, char** argv) {
                 peak_rss_mb(), losses.front(), losses.back());
   }
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {  // a device that is not there, a file that cannot be written
+    std::fprintf(stderr, "bench_train: %s\n", e.what());
+    return 1;
+  }
 }
