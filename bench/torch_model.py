@@ -233,6 +233,8 @@ def read_safetensors(path):
     """{name: tensor} of a safetensors file (the format's 8-byte header size, JSON header, data)."""
     with open(path, "rb") as f:
         size = int.from_bytes(f.read(8), "little")
+        if size > os.path.getsize(path) - 8:
+            raise ValueError(f"its header size {size} exceeds the file")
         header = json.loads(f.read(size))
         data = f.read()
     out = {}
@@ -255,7 +257,10 @@ def torch_name(loom_name):
 def load_init(model, path, device):
     """Copies bench_train --save-init's parameters into `model` (every one, shapes checked) and
     returns its four batches [(x [B, T], y [B * T])]."""
-    saved = read_safetensors(path)
+    try:
+        saved = read_safetensors(path)
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"--load-init {path}: cannot read it as safetensors ({e})")
     own = dict(model.named_parameters())
     for name, t in saved.items():
         if name.startswith("data."):
