@@ -35,21 +35,17 @@ template <int D> struct OutCols {
   __device__ static int col(int tx, int g) { return g * 16 * vec + tx * vec; }
 };
 
+// N consecutive floats (N = 1, 2 or 4, aligned to 4 N bytes) as one load or store: device.cuh's packs.
 template <int N> __device__ inline void load_vec(const float* p, float* dst) {
-  if constexpr (N == 4) {
-    const float4 v = *reinterpret_cast<const float4*>(p);
-    dst[0] = v.x, dst[1] = v.y, dst[2] = v.z, dst[3] = v.w;
-  } else if constexpr (N == 2) {
-    const float2 v = *reinterpret_cast<const float2*>(p);
-    dst[0] = v.x, dst[1] = v.y;
-  } else {
-    dst[0] = *p;
-  }
+  const Pack<float, N> v = load_pack<N>(p);
+#pragma unroll
+  for (int i = 0; i < N; ++i) dst[i] = v.v[i];
 }
 template <int N> __device__ inline void store_vec(float* p, const float* src) {
-  if constexpr (N == 4) *reinterpret_cast<float4*>(p) = make_float4(src[0], src[1], src[2], src[3]);
-  else if constexpr (N == 2) *reinterpret_cast<float2*>(p) = make_float2(src[0], src[1]);
-  else *p = src[0];
+  Pack<float, N> v;
+#pragma unroll
+  for (int i = 0; i < N; ++i) v.v[i] = src[i];
+  store_pack<N>(p, v);
 }
 
 // Offset of row (b, t, head) of a [B, T, heads, D] tensor.
